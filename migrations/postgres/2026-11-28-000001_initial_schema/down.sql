@@ -1,0 +1,10 @@
+DROP TABLE audit_events;
+DROP TABLE signing_keys;
+DROP TABLE oauth_tokens;
+DROP TABLE oauth_authorization_codes;
+DROP TABLE oauth_grants;
+DROP TABLE oauth_consents;
+DROP TABLE sessions;
+DROP TABLE users;
+DROP TABLE oauth_client_redirect_uris;
+DROP TABLE oauth_clients;

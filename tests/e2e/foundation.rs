@@ -1,0 +1,152 @@
+//! Health, readiness, request ids and the zero-config start.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::on_both_backends;
+use crate::support::process::ServerProcess;
+use crate::support::{Backend, TestServer, free_port, redis_url, test_key};
+
+on_both_backends! {
+    async fn liveness_and_readiness(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let (status, body) = server.get_json("/health").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "ok");
+
+        let (status, body) = server.get_json("/health/ready").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["checks"]["database"]["status"], "ok");
+        let expected = if backend == Backend::Sqlite { "sqlite" } else { "postgresql" };
+        assert_eq!(body["checks"]["database"]["backend"], expected);
+        assert_eq!(body["checks"]["signing_key"]["status"], "ok");
+        assert_eq!(body["checks"]["signing_key"]["kid"], test_key().kid());
+        assert!(body["checks"].get("redis").is_none(), "no Redis configured, none reported: {body}");
+    }
+
+    async fn readiness_with_redis(backend: Backend) {
+        let redis = redis_url();
+        let server = TestServer::start_with(backend, &[("REDIS_URL", &redis)]).await;
+        let (status, body) = server.get_json("/health/ready").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["checks"]["redis"]["status"], "ok");
+        assert_eq!(body["checks"]["database"]["status"], "ok");
+    }
+
+    async fn readiness_fails_when_redis_is_down(backend: Backend) {
+        let dead = format!("redis://127.0.0.1:{}/", free_port());
+        let server = TestServer::start_with(backend, &[("REDIS_URL", &dead)]).await;
+        let (status, body) = server.get_json("/health/ready").await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["status"], "unavailable");
+        assert_eq!(body["checks"]["redis"]["status"], "fail");
+        assert_eq!(body["checks"]["database"]["status"], "ok");
+        let (status, _) = server.get_json("/health").await;
+        assert_eq!(status, 200, "liveness does not depend on Redis");
+    }
+
+    async fn the_signing_key_is_recorded(backend: Backend) {
+        use diesel::prelude::*;
+        use truxe_server::store::schema::signing_keys;
+        let server = TestServer::start(backend).await;
+        let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
+        let pool = truxe_server::store::connect(&config.database).expect("connect");
+        let mut conn = pool.get().expect("conn");
+        let kids: Vec<String> = signing_keys::table.select(signing_keys::kid).load(&mut conn).expect("query");
+        assert_eq!(kids, vec![test_key().kid().to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let response = server.client.get(server.url("/health")).send().await.expect("request");
+    let generated = response.headers()["x-request-id"].to_str().expect("ascii").to_string();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+
+    let response =
+        server.client.get(server.url("/health")).header("X-Request-Id", "lb-1234.abc").send().await.expect("request");
+    assert_eq!(response.headers()["x-request-id"], "lb-1234.abc", "a well-formed incoming id is kept");
+
+    let response = server
+        .client
+        .get(server.url("/health"))
+        .header("X-Request-Id", "bad id\twith spaces")
+        .send()
+        .await
+        .expect("request");
+    assert_ne!(response.headers()["x-request-id"], "bad id\twith spaces", "a malformed one is replaced");
+
+    let response = server.client.get(server.url("/no/such/page")).send().await.expect("request");
+    assert_eq!(response.status(), 404);
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+/// `truxe-server` with no configuration at all: SQLite in ./truxe-data, a generated key and
+/// admin token, readiness green; a restart reuses both and does not print the token again.
+#[tokio::test]
+async fn zero_config_start_and_restart() {
+    let cwd = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let server = ServerProcess::start(cwd.path(), &[], port).await;
+    let ready: serde_json::Value =
+        reqwest::get(server.url("/health/ready")).await.expect("ready").json().await.expect("json");
+    assert_eq!(ready["status"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["database"]["backend"], "sqlite");
+    let kid = ready["checks"]["signing_key"]["kid"].as_str().expect("kid").to_string();
+    let (status, output) = server.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}\n{output}");
+
+    let data = cwd.path().join("truxe-data");
+    for file in ["truxe.db", "jwt-private.pem", "admin-token"] {
+        assert!(data.join(file).exists(), "{file} in the data directory");
+    }
+    for secret in ["jwt-private.pem", "admin-token"] {
+        let mode = std::fs::metadata(data.join(secret)).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret} is private");
+    }
+    let dir_mode = std::fs::metadata(&data).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let token = std::fs::read_to_string(data.join("admin-token")).expect("token").trim().to_string();
+    assert!(token.starts_with("adm_") && token.len() > 40, "{token}");
+    assert!(output.contains(&token), "the generated admin token is printed on first start");
+
+    let server = ServerProcess::start(cwd.path(), &[], port).await;
+    let ready: serde_json::Value =
+        reqwest::get(server.url("/health/ready")).await.expect("ready").json().await.expect("json");
+    assert_eq!(ready["checks"]["signing_key"]["kid"], kid.as_str(), "the key is reused");
+    let (status, output) = server.terminate();
+    assert!(status.success());
+    assert!(!output.contains(&token), "the admin token is printed only once");
+    assert!(output.contains("shutting down"), "graceful shutdown is logged:\n{output}");
+}
+
+#[tokio::test]
+async fn production_logs_are_json_lines_and_unused_variables_are_named() {
+    let cwd = tempfile::tempdir().expect("tmp");
+    let db = cwd.path().join("prod.db");
+    let database_url = format!("sqlite://{}", db.display());
+    let key = test_key().private_pem().secret().replace('\n', "\\n");
+    let env = [
+        ("NODE_ENV", "production"),
+        ("DATABASE_URL", database_url.as_str()),
+        ("JWT_PRIVATE_KEY", key.as_str()),
+        ("JWT_ISSUER", "https://auth.example.org"),
+        ("SESSION_SECRET", "kR9vQ2mX7pL4wZ8tY1nB6cF3hJ5gD0sA"),
+        ("ADMIN_TOKEN", "Zq8Wm3Np6Rt1Vx4Ys7Ub0Kc9Ld2Hf5Jg"),
+        ("SMTP_HOST", "127.0.0.1"),
+        ("EMAIL_FROM", "noreply@example.org"),
+        ("LOG_LEVEL", "info"),
+    ];
+    let server = ServerProcess::start(cwd.path(), &env, free_port()).await;
+    let (status, output) = server.terminate();
+    assert!(status.success(), "{output}");
+    let log_lines: Vec<&str> = output.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!log_lines.is_empty(), "JSON log lines expected:\n{output}");
+    for line in &log_lines {
+        let _: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(output.contains("SMTP_HOST is set but not acted on"), "{output}");
+    assert!(!output.contains("kR9vQ2mX7pL4wZ8tY1nB6cF3hJ5gD0sA"), "no secret in the logs");
+    assert!(!output.contains("Zq8Wm3Np6Rt1Vx4Ys7Ub0Kc9Ld2Hf5Jg"), "no admin token in the logs");
+}

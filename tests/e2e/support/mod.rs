@@ -1,0 +1,195 @@
+//! Test fixtures: per-test databases on both backends, in-process servers and spawned binaries.
+
+#![allow(dead_code)]
+
+pub mod process;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use tempfile::TempDir;
+use truxe_server::config::Config;
+use truxe_server::keys::{Algorithm, SigningKey};
+use truxe_server::startup::Application;
+use truxe_server::store::{self, migrations};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `mod name { sqlite, postgres }` so that one test body runs on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($backend:ident : Backend) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { body($crate::support::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { body($crate::support::Backend::Postgres).await }
+            async fn body($backend: $crate::support::Backend) $body
+        }
+    )*};
+}
+
+/// The PostgreSQL server ./scripts/test started (or the one the caller named). Missing is a
+/// failure, never a skip: a suite that silently drops a backend proves nothing about it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TRUXE_TEST_DATABASE_URL")
+        .expect("TRUXE_TEST_DATABASE_URL is not set: run the suite with ./scripts/test, which starts PostgreSQL")
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TRUXE_TEST_REDIS_URL")
+        .expect("TRUXE_TEST_REDIS_URL is not set: run the suite with ./scripts/test, which starts Redis")
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub dir: TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("truxe.db").display());
+                TestDb { backend, url, dir, pg_name: None }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("truxe_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = diesel::PgConnection::establish(&admin).expect("connect to the test PostgreSQL");
+                conn.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
+                let mut url = url::Url::parse(&admin).expect("admin url");
+                url.set_path(&name);
+                TestDb { backend, url: url.to_string(), dir, pg_name: Some(name) }
+            }
+        }
+    }
+
+    /// Applies every migration, as `truxectl migrate` would.
+    pub fn migrate(&self) {
+        let config = config_from(&[("DATABASE_URL", &self.url)], &self.dir);
+        let pool = store::connect(&config.database).expect("connect");
+        let mut conn = pool.get().expect("connection");
+        migrations::apply_all(&mut conn).expect("migrate");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name
+            && let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url())
+        {
+            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// One RSA key for the whole test process (generation is the slow part of a start).
+pub fn test_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate(Algorithm::RS256, 2048).expect("generate test key"))
+}
+
+pub fn test_key_pem() -> String {
+    test_key().private_pem().secret().clone()
+}
+
+/// A configuration for tests: the test database, a data directory in the test's temp dir,
+/// the shared key, quiet logs; `extra` overrides.
+pub fn config_from(extra: &[(&str, &str)], dir: &TempDir) -> Config {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("TRUXE_DATA_DIR".into(), dir.path().join("data").display().to_string()),
+        ("JWT_PRIVATE_KEY".into(), test_key_pem()),
+        ("JWT_ISSUER".into(), "http://127.0.0.1:3001".into()),
+        ("ADMIN_TOKEN".into(), "adm_test_token_0123456789abcdefghijklmnop".into()),
+        ("LOG_LEVEL".into(), "warn".into()),
+    ]);
+    for (k, v) in extra {
+        vars.insert((*k).to_string(), (*v).to_string());
+    }
+    Config::from_lookup(&|name: &str| vars.get(name).cloned()).expect("valid test configuration")
+}
+
+/// A server running inside the test process on a free port.
+pub struct TestServer {
+    pub base_url: String,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let db = TestDb::new(backend);
+        if backend == Backend::Postgres {
+            db.migrate();
+        }
+        let mut vars = vec![("DATABASE_URL", db.url.as_str())];
+        vars.extend_from_slice(extra);
+        let config = config_from(&vars, &db.dir);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("addr").port();
+        let app = Application::build_with_listener(config, listener).await.expect("server starts");
+        let handle = app.handle();
+        tokio::spawn(app.run());
+        TestServer {
+            base_url: format!("http://127.0.0.1:{port}"),
+            db,
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json body"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        drop(handle.stop(false));
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The workspace's built binaries (./scripts/test builds them before running the tests).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (./scripts/test does `cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}

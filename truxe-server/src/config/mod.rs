@@ -1,0 +1,708 @@
+//! One typed `Config` built from the deployment guide's variables, validated all at once.
+//!
+//! Values come from a lookup function (`Config::from_lookup`), so tests pass a map instead of
+//! touching the process environment; `Config::load` layers the environment over `--env-file`
+//! over `./.env`. Every variable may also be given as `NAME_FILE`, a path whose content is the
+//! value (systemd credentials, Docker and Kubernetes secrets).
+
+mod database;
+mod duration;
+mod source;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use database::DatabaseUrl;
+pub use duration::{BareUnit, format_duration, parse_duration};
+pub use source::read_env_file;
+
+use crate::keys::{Algorithm, KeyError, SigningKey};
+use crate::secret::Secret;
+use source::Reader;
+
+/// Variables that are read and checked but not yet acted on by the server. Each one that is
+/// set is reported at start; a name leaves this list when its feature lands.
+pub const NOT_ACTED_ON: &[&str] = &[
+    "SESSION_SECRET",
+    "SESSION_MAX_AGE",
+    "SESSION_SECURE",
+    "SESSION_SAME_SITE",
+    "OAUTH_AUTHORIZATION_CODE_EXPIRY",
+    "OAUTH_REQUIRE_PKCE",
+    "OAUTH_ALLOW_REFRESH_TOKEN",
+    "ACCESS_TOKEN_EXPIRY",
+    "ACCESS_TOKEN_MAX_AGE",
+    "REFRESH_TOKEN_EXPIRY",
+    "REFRESH_TOKEN_MAX_AGE",
+    "JWT_AUDIENCE",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_SECURE",
+    "SMTP_USER",
+    "SMTP_PASSWORD",
+    "EMAIL_FROM",
+    "EMAIL_FROM_NAME",
+    "BCRYPT_ROUNDS",
+    "ALLOWED_ORIGINS",
+    "RATE_LIMIT_WINDOW",
+    "RATE_LIMIT_MAX",
+    "OAUTH_RATE_LIMIT_WINDOW",
+    "OAUTH_RATE_LIMIT_MAX",
+    "RATE_LIMIT_ENABLED",
+    "RATE_LIMIT_ENDPOINTS",
+    "SENTRY_DSN",
+    "DATADOG_API_KEY",
+    "MFA_ENABLED",
+    "MFA_ISSUER",
+];
+
+/// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
+pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
+    [("authorize", 10, 20), ("token", 20, 40), ("userinfo", 60, 100), ("introspect", 100, 200), ("revoke", 10, 20)];
+
+/// Production secrets shorter than this are refused.
+pub const MIN_SECRET_CHARS: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// `JWT_ISSUER`, else `API_URL`, else `http://127.0.0.1:{port}`; one trailing `/` removed.
+    pub issuer: String,
+    pub database: DatabaseConfig,
+    pub redis: Option<RedisConfig>,
+    pub jwt: JwtConfig,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub session: SessionConfig,
+    pub oauth: OAuthConfig,
+    pub smtp: Option<SmtpConfig>,
+    pub bcrypt_rounds: u32,
+    pub allowed_origins: Vec<String>,
+    pub rate_limit: RateLimitConfig,
+    /// One of trace, debug, info, warn, error.
+    pub log_level: String,
+    pub sentry_dsn: Option<Secret<String>>,
+    pub datadog_api_key: Option<Secret<String>>,
+    pub mfa: MfaConfig,
+    pub admin_token: Option<Secret<String>>,
+    /// Human-readable warnings to log at start; never hold a secret value.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    /// No `DATABASE_URL`: the SQLite file in the data directory (development only).
+    pub is_embedded_default: bool,
+    pub pool_min: u32,
+    pub pool_max: u32,
+    pub idle_timeout: Duration,
+    pub connection_timeout: Duration,
+    pub ssl: bool,
+    pub ssl_reject_unauthorized: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// Already `rediss://` when `REDIS_TLS=true`.
+    pub url: Secret<String>,
+    pub tls: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// PEM with real newlines, whatever form the variable used.
+    pub private_key_pem: Option<Secret<String>>,
+    pub public_key_pem: Option<String>,
+    pub algorithm: Algorithm,
+    pub audience: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub secret: Option<Secret<String>>,
+    pub max_age: Duration,
+    pub secure: bool,
+    pub same_site: SameSite,
+}
+
+#[derive(Clone, Debug)]
+pub struct OAuthConfig {
+    pub authorization_code_ttl: Duration,
+    pub require_pkce: bool,
+    pub allow_refresh_token: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub secure: bool,
+    pub user: Option<String>,
+    pub password: Option<Secret<String>>,
+    pub from: String,
+    pub from_name: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub window: Duration,
+    pub max: u32,
+    pub oauth_window: Duration,
+    pub oauth_max: u32,
+    /// (endpoint, requests per minute, burst) for every endpoint in
+    /// [`DEFAULT_RATE_LIMIT_ENDPOINTS`], with `RATE_LIMIT_ENDPOINTS` applied.
+    pub endpoints: Vec<(String, u32, u32)>,
+}
+
+impl RateLimitConfig {
+    /// (per minute, burst) for an endpoint name such as "token".
+    pub fn endpoint(&self, name: &str) -> Option<(u32, u32)> {
+        self.endpoints.iter().find(|(n, _, _)| n == name).map(|(_, per_minute, burst)| (*per_minute, *burst))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MfaConfig {
+    pub enabled: bool,
+    pub issuer: String,
+}
+
+/// Every configuration problem found, so that an operator fixes them in one round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration:")?;
+        for problem in &self.0 {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut r = Reader::new(lookup);
+        let mut warnings = Vec::new();
+
+        let production = ["NODE_ENV", "TRUXE_ENV"]
+            .into_iter()
+            .any(|name| r.string(name).is_some_and(|v| v.eq_ignore_ascii_case("production")));
+        let mode = if production { Mode::Production } else { Mode::Development };
+
+        let port = r.port("PORT", 3001);
+        let data_dir = r.string("TRUXE_DATA_DIR").map_or_else(|| PathBuf::from("./truxe-data"), PathBuf::from);
+        let (issuer, issuer_source) = read_issuer(&mut r, port);
+        let database = read_database(&mut r, &data_dir, &mut warnings);
+        let redis = read_redis(&mut r, &mut warnings);
+        let jwt = read_jwt(&mut r, &mut warnings);
+
+        let access_token_ttl = r.duration_with_alias(
+            "ACCESS_TOKEN_EXPIRY",
+            "ACCESS_TOKEN_MAX_AGE",
+            BareUnit::Seconds,
+            Duration::from_secs(15 * 60),
+        );
+        let refresh_token_ttl = r.duration_with_alias(
+            "REFRESH_TOKEN_EXPIRY",
+            "REFRESH_TOKEN_MAX_AGE",
+            BareUnit::Seconds,
+            Duration::from_secs(7 * 86_400),
+        );
+        let session = read_session(&mut r, production);
+        let oauth = OAuthConfig {
+            authorization_code_ttl: r.duration(
+                "OAUTH_AUTHORIZATION_CODE_EXPIRY",
+                BareUnit::Seconds,
+                Duration::from_secs(600),
+            ),
+            require_pkce: r.bool("OAUTH_REQUIRE_PKCE", true),
+            allow_refresh_token: r.bool("OAUTH_ALLOW_REFRESH_TOKEN", true),
+        };
+        let smtp = read_smtp(&mut r, production);
+        let bcrypt_rounds = r.number("BCRYPT_ROUNDS", 12, 4..=31);
+        let allowed_origins = read_origins(&mut r);
+        let rate_limit = read_rate_limit(&mut r);
+        let log_level = r.parse("LOG_LEVEL", "info".to_string(), parse_log_level);
+        let sentry_dsn = r.raw("SENTRY_DSN").map(Secret::new);
+        let datadog_api_key = r.raw("DATADOG_API_KEY").map(Secret::new);
+        let mfa = MfaConfig {
+            enabled: r.bool("MFA_ENABLED", false),
+            issuer: r.string("MFA_ISSUER").unwrap_or_else(|| "Truxe".to_string()),
+        };
+        let admin_token = r.raw("ADMIN_TOKEN").map(Secret::new);
+
+        let config = Config {
+            mode,
+            port,
+            data_dir,
+            issuer,
+            database,
+            redis,
+            jwt,
+            access_token_ttl,
+            refresh_token_ttl,
+            session,
+            oauth,
+            smtp,
+            bcrypt_rounds,
+            allowed_origins,
+            rate_limit,
+            log_level,
+            sentry_dsn,
+            datadog_api_key,
+            mfa,
+            admin_token,
+            warnings: Vec::new(),
+        };
+
+        if production {
+            check_production(&config, issuer_source, &mut r, &mut warnings);
+        } else {
+            warn_weak_development_secrets(&config, &mut warnings);
+        }
+        for name in NOT_ACTED_ON {
+            if r.is_set(name) {
+                warnings.push(format!("{name} is set but not acted on by this version of Truxe"));
+            }
+        }
+
+        if r.errors.is_empty() { Ok(Config { warnings, ..config }) } else { Err(ConfigErrors(r.errors)) }
+    }
+
+    /// Reads the process environment, then `env_file` (if given; it must exist), then `./.env`
+    /// (if present); the first that has a variable wins. See [`layered_lookup`].
+    pub fn load(env_file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let lookup = layered_lookup(env_file)?;
+        Config::from_lookup(&lookup)
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.mode == Mode::Production
+    }
+}
+
+/// The lookup behind [`Config::load`]: the process environment, then `env_file` (if given; it
+/// must exist), then `./.env` (if present). Neither file is copied into the process environment.
+pub fn layered_lookup(env_file: Option<&Path>) -> Result<impl Fn(&str) -> Option<String> + use<>, ConfigErrors> {
+    let layers = read_layers(env_file, Path::new(".env"))?;
+    Ok(move |name: &str| layered(&process_environment, &layers, name))
+}
+
+/// A non-UTF-8 value keeps its replacement characters, which then fail validation visibly
+/// instead of the variable silently counting as unset.
+fn process_environment(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// The first layer that has the name wins even when its value is empty (which then counts as
+/// unset), as with dotenv in the Node.js service.
+fn layered(
+    environment: &dyn Fn(&str) -> Option<String>,
+    layers: &[HashMap<String, String>],
+    name: &str,
+) -> Option<String> {
+    environment(name).or_else(|| layers.iter().find_map(|layer| layer.get(name).cloned()))
+}
+
+fn read_layers(env_file: Option<&Path>, dot_env: &Path) -> Result<Vec<HashMap<String, String>>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut layers = Vec::new();
+    if let Some(path) = env_file {
+        match source::read_env_file(path) {
+            Ok(vars) => layers.push(vars),
+            Err(e) => errors.push(format!("--env-file: {e}")),
+        }
+    }
+    match std::fs::metadata(dot_env) {
+        Ok(_) => match source::read_env_file(dot_env) {
+            Ok(vars) => layers.push(vars),
+            Err(e) => errors.push(format!(".env: {e}")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => errors.push(format!(".env: cannot read {}: {e}", dot_env.display())),
+    }
+    if errors.is_empty() { Ok(layers) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Which variable the issuer came from, for messages; `None` when it is the default.
+fn read_issuer(r: &mut Reader<'_>, port: u16) -> (String, Option<&'static str>) {
+    for name in ["JWT_ISSUER", "API_URL"] {
+        if let Some(value) = r.string(name) {
+            let issuer = value.strip_suffix('/').unwrap_or(&value).to_string();
+            if let Err(message) = validate_issuer(&issuer) {
+                r.error(name, message);
+            }
+            return (issuer, Some(name));
+        }
+    }
+    (format!("http://127.0.0.1:{port}"), None)
+}
+
+/// RFC 8414 §2: an issuer is an http(s) URL without query or fragment; clients compare it as an
+/// exact string, so it is kept as written.
+fn validate_issuer(issuer: &str) -> Result<(), String> {
+    let invalid = |why: &str| format!("{issuer:?} is not a valid issuer: {why} (example: https://auth.example.com)");
+    let url = url::Url::parse(issuer).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("it must start with https:// (or http:// in development)"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || issuer.contains(['?', '#']) {
+        return Err(invalid("it must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it must not contain credentials"));
+    }
+    Ok(())
+}
+
+fn read_database(r: &mut Reader<'_>, data_dir: &Path, warnings: &mut Vec<String>) -> DatabaseConfig {
+    let embedded = || DatabaseUrl::Sqlite(data_dir.join("truxe.db"));
+    let (url, is_embedded_default) = match r.raw("DATABASE_URL") {
+        Some(raw) => match DatabaseUrl::parse(&raw) {
+            Ok(url) => (url, false),
+            Err(message) => {
+                r.error("DATABASE_URL", message);
+                (embedded(), false)
+            }
+        },
+        None => (embedded(), true),
+    };
+    let pool_min = r.number("DATABASE_POOL_MIN", 2, 0..=1000);
+    let pool_max = r.number("DATABASE_POOL_MAX", 10, 1..=1000);
+    if pool_min > pool_max {
+        r.error("DATABASE_POOL_MIN", format_args!("{pool_min} is larger than DATABASE_POOL_MAX ({pool_max})"));
+    }
+    let ssl = r.bool("DATABASE_SSL", false);
+    if ssl && !url.is_postgres() {
+        warnings.push("DATABASE_SSL applies to PostgreSQL only; it is ignored for SQLite".to_string());
+    }
+    DatabaseConfig {
+        url,
+        is_embedded_default,
+        pool_min,
+        pool_max,
+        idle_timeout: r.duration("DATABASE_IDLE_TIMEOUT", BareUnit::Millis, Duration::from_millis(10_000)),
+        connection_timeout: r.duration("DATABASE_CONNECTION_TIMEOUT", BareUnit::Millis, Duration::from_millis(5_000)),
+        ssl,
+        ssl_reject_unauthorized: r.bool("DATABASE_SSL_REJECT_UNAUTHORIZED", true),
+    }
+}
+
+fn read_redis(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> Option<RedisConfig> {
+    let tls = r.bool("REDIS_TLS", false);
+    let Some(raw) = r.raw("REDIS_URL") else {
+        if r.is_set("REDIS_TLS") {
+            warnings.push("REDIS_TLS is set but REDIS_URL is not; it is ignored".to_string());
+        }
+        return None;
+    };
+    match database::parse_redis(&raw, tls) {
+        Ok((url, tls)) => Some(RedisConfig { url, tls }),
+        Err(message) => {
+            r.error("REDIS_URL", message);
+            None
+        }
+    }
+}
+
+fn read_jwt(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> JwtConfig {
+    let private_key_pem = r.raw("JWT_PRIVATE_KEY").map(|v| Secret::new(normalize_pem(&v)));
+    let public_key_pem = r.raw("JWT_PUBLIC_KEY").map(|v| normalize_pem(&v));
+    let algorithm = r.parse("JWT_ALGORITHM", Algorithm::RS256, |v| v.parse().map_err(|e: KeyError| e.to_string()));
+    let audience = r.string("JWT_AUDIENCE");
+    match &private_key_pem {
+        // Checked here so that a bad key is listed with every other problem, not found later.
+        Some(private) if !r.failed("JWT_ALGORITHM") && !r.failed("JWT_PUBLIC_KEY") => {
+            if let Err(e) = SigningKey::from_pem(private.secret(), public_key_pem.as_deref(), algorithm) {
+                let message = e.to_string();
+                if message.starts_with("JWT_") {
+                    r.errors.push(message);
+                } else {
+                    r.error("JWT_PRIVATE_KEY", message);
+                }
+            }
+        }
+        Some(_) => {}
+        None if public_key_pem.is_some() => warnings.push(
+            "JWT_PUBLIC_KEY is set without JWT_PRIVATE_KEY; it is ignored (the key in the data directory is used)"
+                .to_string(),
+        ),
+        None => {}
+    }
+    JwtConfig { private_key_pem, public_key_pem, algorithm, audience }
+}
+
+/// PEM values arrive in several shapes: real newlines, literal `\n` (the guide's `.env`), or a
+/// single `\` per line break, which is what the guide's `tr '\n' '\\n'` really produces (tr maps
+/// one character to one character). Base64 never contains a backslash, so both map back safely;
+/// the `tr` form shows itself by a backslash before something other than `n`, such as the
+/// `-----END` line.
+fn normalize_pem(value: &str) -> String {
+    let mut pem = value.trim();
+    for quote in ['"', '\''] {
+        if pem.len() >= 2 && pem.starts_with(quote) && pem.ends_with(quote) {
+            pem = &pem[1..pem.len() - 1];
+        }
+    }
+    let bytes = pem.as_bytes();
+    let tr_form = pem.contains("-----BEGIN")
+        && bytes.iter().enumerate().any(|(i, b)| *b == b'\\' && !matches!(bytes.get(i + 1), Some(b'n' | b'r')));
+    let pem = if tr_form { pem.replace('\\', "\n") } else { pem.replace("\\r\\n", "\n").replace("\\n", "\n") };
+    let mut pem = pem.replace("\r\n", "\n").trim().to_string();
+    pem.push('\n');
+    pem
+}
+
+fn read_session(r: &mut Reader<'_>, production: bool) -> SessionConfig {
+    let secret = r.raw("SESSION_SECRET").map(Secret::new);
+    let max_age = r.duration("SESSION_MAX_AGE", BareUnit::Millis, Duration::from_secs(24 * 3_600));
+    let secure = r.bool("SESSION_SECURE", production);
+    let same_site = r.parse("SESSION_SAME_SITE", SameSite::Lax, |v| match v.to_ascii_lowercase().as_str() {
+        "strict" => Ok(SameSite::Strict),
+        "lax" => Ok(SameSite::Lax),
+        "none" => Ok(SameSite::None),
+        _ => Err(format!("{v:?} is not one of strict, lax, none")),
+    });
+    if same_site == SameSite::None && !secure {
+        r.error(
+            "SESSION_SAME_SITE",
+            "none needs SESSION_SECURE=true (browsers drop SameSite=None cookies that are not Secure)",
+        );
+    }
+    SessionConfig { secret, max_age, secure, same_site }
+}
+
+fn read_smtp(r: &mut Reader<'_>, production: bool) -> Option<SmtpConfig> {
+    let host = r.string("SMTP_HOST");
+    let port = r.port("SMTP_PORT", 587);
+    let secure = r.bool("SMTP_SECURE", false);
+    let user = r.string("SMTP_USER");
+    let password = r.raw("SMTP_PASSWORD").map(Secret::new);
+    let from = r.parse_opt("EMAIL_FROM", |v| {
+        if v.contains('@') { Ok(v.to_string()) } else { Err(format!("{v:?} is not an email address")) }
+    });
+    let from_name = r.string("EMAIL_FROM_NAME");
+    let host = host?;
+    let Some(from) = from else {
+        // Production lists a missing EMAIL_FROM on its own; do not report it twice.
+        if !production && !r.failed("EMAIL_FROM") {
+            r.error("EMAIL_FROM", "required when SMTP_HOST is set (the sender address of magic-link emails)");
+        }
+        return None;
+    };
+    Some(SmtpConfig { host, port, secure, user, password, from, from_name })
+}
+
+fn read_origins(r: &mut Reader<'_>) -> Vec<String> {
+    let Some(list) = r.string("ALLOWED_ORIGINS") else {
+        return Vec::new();
+    };
+    let mut origins = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item == "*" {
+            origins.push(item.to_string());
+            continue;
+        }
+        // Browsers send Origin without a trailing slash, so one written with it would never match.
+        let origin = item.strip_suffix('/').unwrap_or(item);
+        let valid = url::Url::parse(origin)
+            .is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()) && u.path().trim_start_matches('/').is_empty())
+            && !origin.contains(['?', '#']);
+        if valid {
+            origins.push(origin.to_string());
+        } else {
+            r.error("ALLOWED_ORIGINS", format_args!("{item:?} is not an origin (scheme://host[:port], no path)"));
+        }
+    }
+    origins
+}
+
+fn read_rate_limit(r: &mut Reader<'_>) -> RateLimitConfig {
+    let fifteen_minutes = Duration::from_secs(15 * 60);
+    let mut endpoints: Vec<(String, u32, u32)> = DEFAULT_RATE_LIMIT_ENDPOINTS
+        .iter()
+        .map(|(name, per_minute, burst)| (name.to_string(), *per_minute, *burst))
+        .collect();
+    if let Some(overrides) = r.string("RATE_LIMIT_ENDPOINTS") {
+        let mut seen = Vec::new();
+        for item in overrides.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match parse_endpoint_limit(item) {
+                Ok((name, per_minute, burst)) => {
+                    if seen.contains(&name) {
+                        r.error("RATE_LIMIT_ENDPOINTS", format_args!("{name:?} is listed twice"));
+                        continue;
+                    }
+                    seen.push(name.clone());
+                    match endpoints.iter_mut().find(|(n, _, _)| *n == name) {
+                        Some(slot) => *slot = (name, per_minute, burst),
+                        None => {
+                            let known: Vec<&str> = DEFAULT_RATE_LIMIT_ENDPOINTS.iter().map(|(n, _, _)| *n).collect();
+                            r.error(
+                                "RATE_LIMIT_ENDPOINTS",
+                                format_args!("unknown endpoint {name:?} (known: {})", known.join(", ")),
+                            );
+                        }
+                    }
+                }
+                Err(message) => r.error("RATE_LIMIT_ENDPOINTS", message),
+            }
+        }
+    }
+    RateLimitConfig {
+        enabled: r.bool("RATE_LIMIT_ENABLED", true),
+        window: r.duration("RATE_LIMIT_WINDOW", BareUnit::Millis, fifteen_minutes),
+        max: r.number("RATE_LIMIT_MAX", 100, 1..=1_000_000),
+        oauth_window: r.duration("OAUTH_RATE_LIMIT_WINDOW", BareUnit::Millis, fifteen_minutes),
+        oauth_max: r.number("OAUTH_RATE_LIMIT_MAX", 50, 1..=1_000_000),
+        endpoints,
+    }
+}
+
+/// `token=20:40`: requests per minute, then burst.
+fn parse_endpoint_limit(item: &str) -> Result<(String, u32, u32), String> {
+    let invalid = || format!("{item:?} is not NAME=PER_MINUTE:BURST (example: token=20:40)");
+    let (name, limits) = item.split_once('=').ok_or_else(invalid)?;
+    let (per_minute, burst) = limits.split_once(':').ok_or_else(invalid)?;
+    let number = |s: &str| s.trim().parse::<u32>().ok().filter(|n| *n > 0);
+    match (number(per_minute), number(burst)) {
+        (Some(per_minute), Some(burst)) => Ok((name.trim().to_ascii_lowercase(), per_minute, burst)),
+        _ => Err(format!(
+            "{item:?}: the limits must be whole numbers above zero (to turn limiting off use RATE_LIMIT_ENABLED=false)"
+        )),
+    }
+}
+
+fn parse_log_level(value: &str) -> Result<String, String> {
+    match value.to_ascii_lowercase().as_str() {
+        level @ ("trace" | "debug" | "info" | "warn" | "error") => Ok(level.to_string()),
+        // The Node.js service (pino) had a level above error.
+        "fatal" => Ok("error".to_string()),
+        _ => Err(format!("{value:?} is not a log level (trace, debug, info, warn, error)")),
+    }
+}
+
+/// Why a production secret is refused, if it is; never quotes the value.
+fn secret_problem(value: &str) -> Option<String> {
+    let length = value.chars().count();
+    if length < MIN_SECRET_CHARS {
+        return Some(format!("too short ({length} characters; at least {MIN_SECRET_CHARS} are required)"));
+    }
+    let lower = value.to_lowercase();
+    let placeholder = value.contains(['<', '>'])
+        || ["changeme", "change-me", "secret", "password", "example"].iter().any(|word| lower.contains(word));
+    if placeholder {
+        return Some("looks like a placeholder from an example file".to_string());
+    }
+    let mut distinct: Vec<char> = value.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 10 {
+        return Some(format!("too predictable (only {} distinct characters)", distinct.len()));
+    }
+    None
+}
+
+const GENERATE_SECRET_HINT: &str = "generate one with `truxectl secrets generate`";
+
+/// The development shortcuts refused in production, all listed at once.
+fn check_production(config: &Config, issuer_source: Option<&str>, r: &mut Reader<'_>, warnings: &mut Vec<String>) {
+    if config.jwt.private_key_pem.is_none() && !r.failed("JWT_PRIVATE_KEY") {
+        r.error(
+            "JWT_PRIVATE_KEY",
+            "required in production (the key generated in the data directory is a development shortcut); \
+             create one with `truxectl keys generate`",
+        );
+    }
+    if config.database.is_embedded_default && !r.failed("DATABASE_URL") {
+        r.error(
+            "DATABASE_URL",
+            "required in production (the embedded SQLite database is a development shortcut); \
+             example: postgres://truxe:PASSWORD@db-host:5432/truxe",
+        );
+    }
+    for (name, value) in [("SESSION_SECRET", &config.session.secret), ("ADMIN_TOKEN", &config.admin_token)] {
+        if r.failed(name) {
+            continue;
+        }
+        match value {
+            None => r.error(
+                name,
+                format_args!("required in production ({MIN_SECRET_CHARS}+ random characters); {GENERATE_SECRET_HINT}"),
+            ),
+            Some(secret) => {
+                if let Some(problem) = secret_problem(secret.secret()) {
+                    r.error(name, format_args!("{problem}; {GENERATE_SECRET_HINT}"));
+                }
+            }
+        }
+    }
+    if r.string("SMTP_HOST").is_none() && !r.failed("SMTP_HOST") {
+        r.error("SMTP_HOST", "required in production (without it magic-link emails only go to the log)");
+    }
+    if r.string("EMAIL_FROM").is_none() && !r.failed("EMAIL_FROM") {
+        r.error("EMAIL_FROM", "required in production (the sender address of magic-link emails)");
+    }
+    match issuer_source {
+        None => r.error(
+            "JWT_ISSUER",
+            "required in production (or API_URL): the public https URL of this server, e.g. https://auth.example.com",
+        ),
+        Some(name) if !r.failed(name) && !config.issuer.starts_with("https://") => {
+            r.error(name, format_args!("{:?} must be an https URL in production", config.issuer));
+        }
+        Some(_) => {}
+    }
+    if config.allowed_origins.iter().any(|o| o == "*") {
+        r.error("ALLOWED_ORIGINS", "\"*\" is not allowed in production; list each origin (https://app.example.com)");
+    }
+    if !config.rate_limit.enabled {
+        warnings.push("RATE_LIMIT_ENABLED=false in production: no request is rate limited".to_string());
+    }
+}
+
+/// Development accepts weak secrets, but says so before they reach production.
+fn warn_weak_development_secrets(config: &Config, warnings: &mut Vec<String>) {
+    for (name, value) in [("SESSION_SECRET", &config.session.secret), ("ADMIN_TOKEN", &config.admin_token)] {
+        if let Some(problem) = value.as_ref().and_then(|s| secret_problem(s.secret())) {
+            warnings.push(format!("{name} is {problem}; production mode would refuse it"));
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! Tests for `Config::from_lookup` and `Config::load`, driven by maps instead of the environment.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::*;
+
+fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_lookup(&|k| map.get(k).cloned())
+}
+
+fn ok(vars: &[(&str, &str)]) -> Config {
+    match config(vars) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid configuration, got {e}"),
+    }
+}
+
+fn errors(vars: &[(&str, &str)]) -> Vec<String> {
+    match config(vars) {
+        Ok(_) => panic!("expected configuration errors for {vars:?}"),
+        Err(ConfigErrors(list)) => list,
+    }
+}
+
+fn assert_one_error_naming(vars: &[(&str, &str)], name: &str) -> String {
+    let list = errors(vars);
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert!(list[0].starts_with(name), "{list:#?}");
+    list.into_iter().next().unwrap_or_default()
+}
+
+/// RSA generation is slow in debug builds; one key serves every test here.
+fn test_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate(Algorithm::RS256, 2048).expect("rsa"))
+}
+
+const STRONG_SESSION: &str = "q8Zr2LxV0pTn5Kc7Wb1Ys9Hf3Dg6Mj4Ea_Ru";
+const STRONG_ADMIN: &str = "N4vB8xQ2mK7pL1zR5tY9wC3hF6jD0sG-aE";
+
+fn production_vars(key_pem: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("NODE_ENV", "production".into()),
+        ("API_URL", "https://auth.example.com".into()),
+        ("DATABASE_URL", "postgresql://truxe:pw@db:5432/truxe_prod".into()),
+        ("JWT_PRIVATE_KEY", key_pem.into()),
+        ("SESSION_SECRET", STRONG_SESSION.into()),
+        ("ADMIN_TOKEN", STRONG_ADMIN.into()),
+        ("SMTP_HOST", "smtp.brevo.com".into()),
+        ("EMAIL_FROM", "noreply@yourdomain.com".into()),
+    ]
+}
+
+fn as_refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn zero_config_is_a_working_development_setup() {
+    let c = ok(&[]);
+    assert_eq!(c.mode, Mode::Development);
+    assert!(!c.is_production());
+    assert_eq!(c.port, 3001);
+    assert_eq!(c.data_dir, PathBuf::from("./truxe-data"));
+    assert_eq!(c.issuer, "http://127.0.0.1:3001");
+    assert!(c.database.is_embedded_default);
+    assert_eq!(c.database.url, DatabaseUrl::Sqlite(PathBuf::from("./truxe-data/truxe.db")));
+    assert_eq!((c.database.pool_min, c.database.pool_max), (2, 10));
+    assert_eq!(c.database.idle_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.database.connection_timeout, Duration::from_millis(5_000));
+    assert!(!c.database.ssl && c.database.ssl_reject_unauthorized);
+    assert!(c.redis.is_none() && c.smtp.is_none());
+    assert_eq!(c.jwt.algorithm, Algorithm::RS256);
+    assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+    assert_eq!(c.refresh_token_ttl, Duration::from_secs(604_800));
+    assert_eq!(c.session.max_age, Duration::from_secs(86_400));
+    assert!(!c.session.secure);
+    assert_eq!(c.session.same_site, SameSite::Lax);
+    assert_eq!(c.oauth.authorization_code_ttl, Duration::from_secs(600));
+    assert!(c.oauth.require_pkce && c.oauth.allow_refresh_token);
+    assert_eq!(c.bcrypt_rounds, 12);
+    assert!(c.allowed_origins.is_empty());
+    assert!(c.rate_limit.enabled);
+    assert_eq!((c.rate_limit.window, c.rate_limit.max), (Duration::from_secs(900), 100));
+    assert_eq!((c.rate_limit.oauth_window, c.rate_limit.oauth_max), (Duration::from_secs(900), 50));
+    assert_eq!(c.rate_limit.endpoint("userinfo"), Some((60, 100)));
+    assert_eq!(c.rate_limit.endpoints.len(), 5);
+    assert_eq!(c.log_level, "info");
+    assert!(!c.mfa.enabled);
+    assert_eq!(c.mfa.issuer, "Truxe");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn mode_follows_node_env_or_truxe_env() {
+    assert_eq!(ok(&[("NODE_ENV", "development")]).mode, Mode::Development);
+    assert_eq!(ok(&[("NODE_ENV", "test")]).mode, Mode::Development);
+    assert!(config(&[("NODE_ENV", "production")]).is_err());
+    assert!(config(&[("TRUXE_ENV", "production")]).is_err());
+    assert!(config(&[("NODE_ENV", "development"), ("TRUXE_ENV", "production")]).is_err());
+}
+
+#[test]
+fn durations_in_every_unit_and_their_errors() {
+    let c = ok(&[
+        ("ACCESS_TOKEN_EXPIRY", "900"),
+        ("REFRESH_TOKEN_EXPIRY", "7d"),
+        ("OAUTH_AUTHORIZATION_CODE_EXPIRY", "500ms"),
+        ("SESSION_MAX_AGE", "86400000"),
+        ("RATE_LIMIT_WINDOW", "900000"),
+        ("OAUTH_RATE_LIMIT_WINDOW", "15m"),
+        ("DATABASE_IDLE_TIMEOUT", "30000"),
+        ("DATABASE_CONNECTION_TIMEOUT", "2s"),
+    ]);
+    assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+    assert_eq!(c.refresh_token_ttl, Duration::from_secs(604_800));
+    assert_eq!(c.oauth.authorization_code_ttl, Duration::from_millis(500));
+    assert_eq!(c.session.max_age, Duration::from_secs(86_400));
+    assert_eq!(c.rate_limit.window, Duration::from_secs(900));
+    assert_eq!(c.rate_limit.oauth_window, Duration::from_secs(900));
+    assert_eq!(c.database.idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.database.connection_timeout, Duration::from_secs(2));
+
+    let message = assert_one_error_naming(&[("ACCESS_TOKEN_EXPIRY", "15x")], "ACCESS_TOKEN_EXPIRY");
+    assert_eq!(message, r#"ACCESS_TOKEN_EXPIRY: "15x" is not a duration (examples: 900, 15m, 7d)"#);
+    assert_one_error_naming(&[("REFRESH_TOKEN_EXPIRY", "-1")], "REFRESH_TOKEN_EXPIRY");
+    assert_one_error_naming(&[("SESSION_MAX_AGE", "1.5h")], "SESSION_MAX_AGE");
+    assert_one_error_naming(&[("RATE_LIMIT_WINDOW", "99999999999999999999999")], "RATE_LIMIT_WINDOW");
+    assert_one_error_naming(&[("OAUTH_AUTHORIZATION_CODE_EXPIRY", "0")], "OAUTH_AUTHORIZATION_CODE_EXPIRY");
+    // Empty counts as unset, so the default stands.
+    assert_eq!(ok(&[("ACCESS_TOKEN_EXPIRY", "")]).access_token_ttl, Duration::from_secs(900));
+}
+
+#[test]
+fn token_lifetime_aliases() {
+    let c = ok(&[("ACCESS_TOKEN_MAX_AGE", "600"), ("REFRESH_TOKEN_MAX_AGE", "86400")]);
+    assert_eq!(c.access_token_ttl, Duration::from_secs(600));
+    assert_eq!(c.refresh_token_ttl, Duration::from_secs(86_400));
+    // The guide sets both to the same value.
+    let c = ok(&[
+        ("ACCESS_TOKEN_EXPIRY", "15m"),
+        ("ACCESS_TOKEN_MAX_AGE", "900"),
+        ("REFRESH_TOKEN_EXPIRY", "7d"),
+        ("REFRESH_TOKEN_MAX_AGE", "604800"),
+    ]);
+    assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+    let message = assert_one_error_naming(
+        &[("ACCESS_TOKEN_EXPIRY", "15m"), ("ACCESS_TOKEN_MAX_AGE", "600")],
+        "ACCESS_TOKEN_EXPIRY",
+    );
+    assert!(
+        message.contains("ACCESS_TOKEN_MAX_AGE") && message.contains("15m") && message.contains("10m"),
+        "{message}"
+    );
+    assert_one_error_naming(
+        &[("REFRESH_TOKEN_EXPIRY", "7d"), ("REFRESH_TOKEN_MAX_AGE", "3600")],
+        "REFRESH_TOKEN_EXPIRY",
+    );
+}
+
+#[test]
+fn booleans_and_numbers() {
+    let c = ok(&[
+        ("OAUTH_REQUIRE_PKCE", "no"),
+        ("OAUTH_ALLOW_REFRESH_TOKEN", "OFF"),
+        ("MFA_ENABLED", "1"),
+        ("DATABASE_SSL", "Yes"),
+        ("DATABASE_URL", "postgres://db/truxe"),
+        ("SESSION_SECURE", "true"),
+        ("BCRYPT_ROUNDS", "10"),
+        ("RATE_LIMIT_MAX", "5"),
+    ]);
+    assert!(!c.oauth.require_pkce && !c.oauth.allow_refresh_token);
+    assert!(c.mfa.enabled && c.database.ssl && c.session.secure);
+    assert_eq!((c.bcrypt_rounds, c.rate_limit.max), (10, 5));
+
+    assert_one_error_naming(&[("MFA_ENABLED", "maybe")], "MFA_ENABLED");
+    assert_one_error_naming(&[("BCRYPT_ROUNDS", "3")], "BCRYPT_ROUNDS");
+    assert_one_error_naming(&[("BCRYPT_ROUNDS", "32")], "BCRYPT_ROUNDS");
+    let message = assert_one_error_naming(&[("PORT", "abc")], "PORT");
+    assert_eq!(message, r#"PORT: "abc" is not a port number (1-65535)"#);
+    assert_one_error_naming(&[("DATABASE_POOL_MIN", "20"), ("DATABASE_POOL_MAX", "5")], "DATABASE_POOL_MIN");
+    assert_one_error_naming(&[("DATABASE_POOL_MAX", "0")], "DATABASE_POOL_MAX");
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let list =
+        errors(&[("PORT", "abc"), ("MFA_ENABLED", "maybe"), ("LOG_LEVEL", "loud"), ("ACCESS_TOKEN_EXPIRY", "15x")]);
+    assert_eq!(list.len(), 4, "{list:#?}");
+    let shown = ConfigErrors(list).to_string();
+    assert!(shown.starts_with("invalid configuration:\n  - "), "{shown}");
+    for name in ["PORT", "MFA_ENABLED", "LOG_LEVEL", "ACCESS_TOKEN_EXPIRY"] {
+        assert!(shown.contains(&format!("\n  - {name}: ")), "{shown}");
+    }
+}
+
+#[test]
+fn comma_lists() {
+    let c = ok(&[("ALLOWED_ORIGINS", " https://app.yourdomain.com, https://yourdomain.com/ ,,http://localhost:5173,")]);
+    assert_eq!(c.allowed_origins, ["https://app.yourdomain.com", "https://yourdomain.com", "http://localhost:5173"]);
+    assert_eq!(ok(&[("ALLOWED_ORIGINS", "*")]).allowed_origins, ["*"]);
+    assert_one_error_naming(&[("ALLOWED_ORIGINS", "https://app.example.com/login")], "ALLOWED_ORIGINS");
+    assert_one_error_naming(&[("ALLOWED_ORIGINS", "app.example.com")], "ALLOWED_ORIGINS");
+}
+
+#[test]
+fn rate_limit_endpoint_overrides() {
+    let c = ok(&[("RATE_LIMIT_ENDPOINTS", "authorize=5:8, token=30:60")]);
+    assert_eq!(c.rate_limit.endpoint("authorize"), Some((5, 8)));
+    assert_eq!(c.rate_limit.endpoint("token"), Some((30, 60)));
+    assert_eq!(c.rate_limit.endpoint("revoke"), Some((10, 20)));
+    assert_eq!(c.rate_limit.endpoints.len(), 5);
+    let list = errors(&[("RATE_LIMIT_ENDPOINTS", "login=1:2,token=20,revoke=0:5,token=1:1,token=2:2")]);
+    assert_eq!(list.len(), 4, "{list:#?}");
+    assert!(list.iter().all(|m| m.starts_with("RATE_LIMIT_ENDPOINTS: ")), "{list:#?}");
+    assert!(list[0].contains("unknown endpoint \"login\""), "{list:#?}");
+}
+
+#[test]
+fn log_levels() {
+    assert_eq!(ok(&[("LOG_LEVEL", "debug")]).log_level, "debug");
+    assert_eq!(ok(&[("LOG_LEVEL", "WARN")]).log_level, "warn");
+    assert_eq!(ok(&[("LOG_LEVEL", "fatal")]).log_level, "error");
+    assert_one_error_naming(&[("LOG_LEVEL", "verbose")], "LOG_LEVEL");
+}
+
+#[test]
+fn pem_with_literal_backslash_n() {
+    let key = test_key();
+    let pem = key.private_pem().secret().clone();
+    let public = key.public_pem();
+    let escaped = pem.trim_end().replace('\n', "\\n");
+    let public_escaped = public.replace('\n', "\\n");
+    let c = ok(&[("JWT_PRIVATE_KEY", &escaped), ("JWT_PUBLIC_KEY", &public_escaped)]);
+    assert_eq!(c.jwt.private_key_pem.as_ref().map(|s| s.secret().as_str()), Some(pem.as_str()));
+    assert_eq!(c.jwt.public_key_pem.as_deref(), Some(public.as_str()));
+
+    // What `cat key.pem | tr '\n' '\\n'` in the deployment guide really produces.
+    let tr_output = pem.replace('\n', "\\");
+    let c = ok(&[("JWT_PRIVATE_KEY", &tr_output)]);
+    assert_eq!(c.jwt.private_key_pem.as_ref().map(|s| s.secret().as_str()), Some(pem.as_str()));
+}
+
+#[test]
+fn pem_shapes_normalize_to_one_form() {
+    let expected = "-----BEGIN PRIVATE KEY-----\nnAbC\nrXyZ\n-----END PRIVATE KEY-----\n";
+    for input in [
+        expected,
+        "-----BEGIN PRIVATE KEY-----\\nnAbC\\nrXyZ\\n-----END PRIVATE KEY-----",
+        "-----BEGIN PRIVATE KEY-----\\r\\nnAbC\\r\\nrXyZ\\r\\n-----END PRIVATE KEY-----\\r\\n",
+        // tr output: lines starting with n or r must keep that letter.
+        "-----BEGIN PRIVATE KEY-----\\nAbC\\rXyZ\\-----END PRIVATE KEY-----\\",
+        "\"-----BEGIN PRIVATE KEY-----\\nnAbC\\nrXyZ\\n-----END PRIVATE KEY-----\"",
+        "  -----BEGIN PRIVATE KEY-----\r\nnAbC\r\nrXyZ\r\n-----END PRIVATE KEY-----\r\n\n",
+    ] {
+        assert_eq!(normalize_pem(input), expected, "{input:?}");
+    }
+}
+
+#[test]
+fn jwt_key_problems_are_listed_with_the_rest() {
+    let key = test_key();
+    let pem = key.private_pem().secret().clone();
+    let list = errors(&[("JWT_PRIVATE_KEY", &pem), ("JWT_ALGORITHM", "ES256")]);
+    assert_eq!(list, ["JWT_ALGORITHM is ES256 but the key is RSA"]);
+    let message = assert_one_error_naming(&[("JWT_ALGORITHM", "HS256")], "JWT_ALGORITHM");
+    assert!(message.contains("RS256, ES256, EdDSA"), "{message}");
+    let message = assert_one_error_naming(
+        &[("JWT_PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----")],
+        "JWT_PRIVATE_KEY",
+    );
+    assert!(message.contains("not a PEM private key"), "{message}");
+    let other = SigningKey::generate(Algorithm::ES256, 0).expect("ec");
+    let list = errors(&[("JWT_PRIVATE_KEY", &pem), ("JWT_PUBLIC_KEY", &other.public_pem())]);
+    assert_eq!(list, ["JWT_PUBLIC_KEY does not match JWT_PRIVATE_KEY"]);
+    let c = ok(&[("JWT_PUBLIC_KEY", &key.public_pem())]);
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("JWT_PUBLIC_KEY is set without JWT_PRIVATE_KEY")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn file_indirection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_path = dir.path().join("session_secret");
+    std::fs::write(&secret_path, format!("{STRONG_SESSION}\r\n")).expect("write");
+    let port_path = dir.path().join("port");
+    std::fs::write(&port_path, "4000\n").expect("write");
+    let c = ok(&[
+        ("SESSION_SECRET_FILE", secret_path.to_str().expect("utf8")),
+        ("PORT_FILE", port_path.to_str().expect("utf8")),
+    ]);
+    assert_eq!(c.session.secret.as_ref().map(|s| s.secret().as_str()), Some(STRONG_SESSION));
+    assert_eq!(c.port, 4000);
+    assert!(c.warnings.contains(&"SESSION_SECRET is set but not acted on by this version of Truxe".to_string()));
+
+    // Only one newline is removed: the rest is the value.
+    std::fs::write(&secret_path, "abc\n\n").expect("write");
+    let c = ok(&[("SESSION_SECRET_FILE", secret_path.to_str().expect("utf8"))]);
+    assert_eq!(c.session.secret.as_ref().map(|s| s.secret().as_str()), Some("abc\n"));
+
+    let missing = dir.path().join("missing");
+    let message =
+        assert_one_error_naming(&[("SESSION_SECRET_FILE", missing.to_str().expect("utf8"))], "SESSION_SECRET_FILE");
+    assert!(message.starts_with(&format!("SESSION_SECRET_FILE: cannot read {}: ", missing.display())), "{message}");
+
+    let message = assert_one_error_naming(
+        &[("ADMIN_TOKEN", "x"), ("ADMIN_TOKEN_FILE", secret_path.to_str().expect("utf8"))],
+        "ADMIN_TOKEN",
+    );
+    assert!(message.contains("ADMIN_TOKEN_FILE"), "{message}");
+}
+
+#[test]
+fn file_indirection_failures_are_not_reported_twice_in_production() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing");
+    let key = test_key().private_pem().secret().clone();
+    let mut vars = production_vars(&key);
+    vars.retain(|(k, _)| *k != "SESSION_SECRET");
+    vars.push(("SESSION_SECRET_FILE", missing.display().to_string()));
+    let list = errors(&as_refs(&vars));
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert!(list[0].starts_with("SESSION_SECRET_FILE: cannot read"), "{list:#?}");
+}
+
+#[test]
+fn malformed_database_urls() {
+    for bad in ["mysql://u:hunter2@db/truxe", "postgres://u:hunter2@db", "sqlite://", "sqlite://:memory:", "truxe.db"] {
+        let message = assert_one_error_naming(&[("DATABASE_URL", bad)], "DATABASE_URL");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+    let c = ok(&[("DATABASE_URL", "sqlite:///var/lib/truxe/truxe.db")]);
+    assert_eq!(c.database.url, DatabaseUrl::Sqlite(PathBuf::from("/var/lib/truxe/truxe.db")));
+    assert!(!c.database.is_embedded_default);
+    let c = ok(&[("DATABASE_URL", "postgresql://username:password@db-host:5432/truxe_prod")]);
+    assert!(c.database.url.is_postgres());
+    assert!(!format!("{c:?}").contains("password@"), "Debug must not show the database password");
+}
+
+#[test]
+fn redis_url_and_tls() {
+    let c = ok(&[("REDIS_URL", "redis://:password@redis-host:6379"), ("REDIS_TLS", "true")]);
+    let redis = c.redis.expect("redis");
+    assert!(redis.tls);
+    assert_eq!(redis.url.secret(), "rediss://:password@redis-host:6379");
+    assert_one_error_naming(&[("REDIS_URL", "http://redis-host")], "REDIS_URL");
+    let c = ok(&[("REDIS_TLS", "true")]);
+    assert!(c.redis.is_none());
+    assert!(c.warnings.iter().any(|w| w.starts_with("REDIS_TLS")), "{:?}", c.warnings);
+}
+
+#[test]
+fn issuer_fallback_order() {
+    assert_eq!(ok(&[("PORT", "8080")]).issuer, "http://127.0.0.1:8080");
+    assert_eq!(ok(&[("API_URL", "https://api.example.com/")]).issuer, "https://api.example.com");
+    let c = ok(&[("API_URL", "https://api.example.com"), ("JWT_ISSUER", "https://auth.example.com/tenant/")]);
+    assert_eq!(c.issuer, "https://auth.example.com/tenant");
+    assert_one_error_naming(&[("JWT_ISSUER", "https://auth.example.com/?x=1")], "JWT_ISSUER");
+    assert_one_error_naming(&[("JWT_ISSUER", "https://auth.example.com#top")], "JWT_ISSUER");
+    assert_one_error_naming(&[("JWT_ISSUER", "auth.example.com")], "JWT_ISSUER");
+    assert_one_error_naming(&[("API_URL", "ftp://auth.example.com")], "API_URL");
+}
+
+#[test]
+fn smtp_needs_email_from() {
+    assert_one_error_naming(&[("SMTP_HOST", "smtp.brevo.com")], "EMAIL_FROM");
+    let c = ok(&[
+        ("SMTP_HOST", "smtp.brevo.com"),
+        ("SMTP_PORT", "465"),
+        ("SMTP_SECURE", "true"),
+        ("SMTP_USER", "user"),
+        ("SMTP_PASSWORD", "hunter2"),
+        ("EMAIL_FROM", "noreply@yourdomain.com"),
+        ("EMAIL_FROM_NAME", "Your App Name"),
+    ]);
+    let smtp = c.smtp.as_ref().expect("smtp");
+    assert_eq!((smtp.host.as_str(), smtp.port, smtp.secure), ("smtp.brevo.com", 465, true));
+    assert_eq!(smtp.from, "noreply@yourdomain.com");
+    assert_eq!(smtp.from_name.as_deref(), Some("Your App Name"));
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert!(c.warnings.iter().all(|w| !w.contains("hunter2")));
+}
+
+#[test]
+fn production_with_nothing_set_lists_every_problem_in_one_error() {
+    let err = config(&[("NODE_ENV", "production")]).expect_err("production needs configuration");
+    let shown = err.to_string();
+    for name in
+        ["JWT_PRIVATE_KEY", "DATABASE_URL", "SESSION_SECRET", "ADMIN_TOKEN", "SMTP_HOST", "EMAIL_FROM", "JWT_ISSUER"]
+    {
+        assert!(err.0.iter().any(|m| m.starts_with(&format!("{name}: "))), "{name} missing from {shown}");
+    }
+    assert_eq!(err.0.len(), 7, "{shown}");
+}
+
+#[test]
+fn a_complete_production_configuration_passes() {
+    let key = test_key().private_pem().secret().clone();
+    let vars = production_vars(&key);
+    let c = ok(&as_refs(&vars));
+    assert!(c.is_production());
+    assert!(c.session.secure, "SESSION_SECURE defaults to true in production");
+    assert_eq!(c.issuer, "https://auth.example.com");
+    assert!(c.smtp.is_some());
+}
+
+#[test]
+fn production_refuses_http_issuers_wildcard_origins_and_weak_secrets() {
+    let key = test_key().private_pem().secret().clone();
+    let mut vars = production_vars(&key);
+    vars.retain(|(k, _)| !["API_URL", "SESSION_SECRET", "ADMIN_TOKEN"].contains(k));
+    vars.push(("JWT_ISSUER", "http://auth.example.com".into()));
+    vars.push(("ALLOWED_ORIGINS", "https://app.example.com,*".into()));
+    vars.push(("SESSION_SECRET", "<generate-strong-32+-char-secret>".into()));
+    vars.push(("ADMIN_TOKEN", "short".into()));
+    vars.push(("RATE_LIMIT_ENABLED", "false".into()));
+    let list = errors(&as_refs(&vars));
+    assert_eq!(list.len(), 4, "{list:#?}");
+    for name in ["JWT_ISSUER", "ALLOWED_ORIGINS", "SESSION_SECRET", "ADMIN_TOKEN"] {
+        assert!(list.iter().any(|m| m.starts_with(&format!("{name}: "))), "{name}: {list:#?}");
+    }
+    assert!(list.iter().all(|m| !m.contains("<generate")), "secrets must not be echoed: {list:#?}");
+}
+
+#[test]
+fn production_warns_when_rate_limiting_is_off() {
+    let key = test_key().private_pem().secret().clone();
+    let mut vars = production_vars(&key);
+    vars.push(("RATE_LIMIT_ENABLED", "false".into()));
+    let c = ok(&as_refs(&vars));
+    assert!(c.warnings.iter().any(|w| w.starts_with("RATE_LIMIT_ENABLED=false in production")), "{:?}", c.warnings);
+}
+
+#[test]
+fn weak_secret_detection() {
+    for weak in [
+        "changeme-changeme-changeme-changeme",
+        "my-Session-SECRET-0123456789-abcdefgh",
+        "Password1234567890abcdefghijklmnopq",
+        "<generate-strong-32+-char-secret>xxxxx",
+        "example.example.example.example.01234",
+        "abababababababababababababababababab",
+        "0123456780123456780123456780123456",
+        "too-short",
+    ] {
+        assert!(secret_problem(weak).is_some(), "{weak:?} should be weak");
+    }
+    for strong in [STRONG_SESSION, STRONG_ADMIN, "Kq3dM0s1y0cX1yZ8P5m1u6nC7o2qL4rT9wV+eA/bHjI="] {
+        assert_eq!(secret_problem(strong), None, "{strong:?}");
+    }
+    let c = ok(&[("ADMIN_TOKEN", "changeme")]);
+    assert!(c.warnings.iter().any(|w| w.starts_with("ADMIN_TOKEN is too short")), "{:?}", c.warnings);
+    assert!(c.warnings.iter().all(|w| !w.contains("changeme")));
+}
+
+#[test]
+fn not_acted_on_variables_are_reported() {
+    let c = ok(&[
+        ("SMTP_PORT", "587"),
+        ("MFA_ISSUER", "Your App Name"),
+        ("PORT", "3001"),
+        ("JWT_AUDIENCE", "https://api.example.com"),
+    ]);
+    let mut expected: Vec<String> = ["SMTP_PORT", "JWT_AUDIENCE", "MFA_ISSUER"]
+        .iter()
+        .map(|n| format!("{n} is set but not acted on by this version of Truxe"))
+        .collect();
+    expected.sort();
+    let mut got = c.warnings.clone();
+    got.sort();
+    assert_eq!(got, expected);
+    assert_eq!(NOT_ACTED_ON.len(), 31);
+}
+
+#[test]
+fn same_site_none_needs_secure_cookies() {
+    assert_one_error_naming(&[("SESSION_SAME_SITE", "none")], "SESSION_SAME_SITE");
+    let c = ok(&[("SESSION_SAME_SITE", "None"), ("SESSION_SECURE", "true")]);
+    assert_eq!(c.session.same_site, SameSite::None);
+    assert_eq!(ok(&[("SESSION_SAME_SITE", "STRICT")]).session.same_site, SameSite::Strict);
+    assert_one_error_naming(&[("SESSION_SAME_SITE", "relaxed")], "SESSION_SAME_SITE");
+}
+
+#[test]
+fn the_guides_env_production_file_loads_unchanged_apart_from_its_placeholders() {
+    let key = test_key();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(".env.production");
+    let env = format!(
+        r#"NODE_ENV=production
+PORT=3001
+API_URL=https://auth.yourdomain.com
+DATABASE_URL=postgresql://username:password@db-host:5432/truxe_prod
+DATABASE_POOL_MIN=2
+DATABASE_POOL_MAX=10
+DATABASE_SSL=true
+REDIS_URL=redis://:password@redis-host:6379
+REDIS_TLS=true
+JWT_PRIVATE_KEY="{private}"
+JWT_PUBLIC_KEY="{public}"
+JWT_ALGORITHM=RS256
+JWT_ISSUER=https://auth.yourdomain.com
+JWT_AUDIENCE=https://api.yourdomain.com
+ACCESS_TOKEN_EXPIRY=15m
+ACCESS_TOKEN_MAX_AGE=900
+REFRESH_TOKEN_EXPIRY=7d
+REFRESH_TOKEN_MAX_AGE=604800
+SESSION_SECRET={session}
+SESSION_MAX_AGE=86400000
+SESSION_SECURE=true
+SESSION_SAME_SITE=lax
+OAUTH_AUTHORIZATION_CODE_EXPIRY=600
+OAUTH_REQUIRE_PKCE=true
+OAUTH_ALLOW_REFRESH_TOKEN=true
+SMTP_HOST=smtp.brevo.com
+SMTP_PORT=587
+SMTP_SECURE=true
+SMTP_USER=your-smtp-username
+SMTP_PASSWORD=your-smtp-password
+EMAIL_FROM=noreply@yourdomain.com
+EMAIL_FROM_NAME="Your App Name"
+BCRYPT_ROUNDS=12
+ALLOWED_ORIGINS=https://app.yourdomain.com,https://yourdomain.com
+RATE_LIMIT_WINDOW=900000
+RATE_LIMIT_MAX=100
+LOG_LEVEL=info
+SENTRY_DSN=https://your-sentry-dsn
+DATADOG_API_KEY=your-datadog-key
+MFA_ENABLED=true
+MFA_ISSUER="Your App Name"
+ADMIN_TOKEN={admin}
+"#,
+        private = key.private_pem().secret().trim_end().replace('\n', "\\n"),
+        public = key.public_pem().trim_end().replace('\n', "\\n"),
+        session = STRONG_SESSION,
+        admin = STRONG_ADMIN,
+    );
+    std::fs::write(&path, env).expect("write");
+    let vars = source::read_env_file(&path).expect("parses");
+    let c = Config::from_lookup(&|k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.is_production());
+    assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+    assert_eq!(c.session.max_age, Duration::from_secs(86_400));
+    assert_eq!(c.rate_limit.window, Duration::from_secs(900));
+    assert!(c.redis.as_ref().is_some_and(|r| r.tls));
+    assert_eq!(c.smtp.as_ref().and_then(|s| s.from_name.as_deref()), Some("Your App Name"));
+    let pem = c.jwt.private_key_pem.as_ref().expect("key");
+    let loaded =
+        SigningKey::from_pem(pem.secret(), c.jwt.public_key_pem.as_deref(), c.jwt.algorithm).expect("key loads");
+    assert_eq!(loaded.kid(), key.kid());
+    for w in &c.warnings {
+        assert!(!w.contains("your-smtp-password") && !w.contains(STRONG_SESSION), "{w}");
+    }
+}
+
+#[test]
+fn environment_wins_over_the_env_file_which_wins_over_dot_env() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("truxe.env");
+    std::fs::write(&env_file, "PORT=4001\nBCRYPT_ROUNDS=11\nMFA_ISSUER=\"From File\"\n").expect("write");
+    let dot_env = dir.path().join(".env");
+    std::fs::write(&dot_env, "PORT=4002\nBCRYPT_ROUNDS=10\nLOG_LEVEL=debug\nMFA_ENABLED=\n").expect("write");
+    let environment = HashMap::from([("PORT", "4000"), ("MFA_ENABLED", "true")]);
+    let env_lookup = |name: &str| environment.get(name).map(|v| v.to_string());
+    let load = |env_file: Option<&Path>, dot_env: &Path| {
+        let layers = read_layers(env_file, dot_env)?;
+        Config::from_lookup(&|name| layered(&env_lookup, &layers, name))
+    };
+
+    let c = load(Some(&env_file), &dot_env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.port, 4000);
+    assert_eq!(c.bcrypt_rounds, 11);
+    assert_eq!(c.mfa.issuer, "From File");
+    assert_eq!(c.log_level, "debug");
+    assert!(c.mfa.enabled);
+    assert!(
+        std::env::var_os("MFA_ISSUER").is_none_or(|v| v != "From File"),
+        "files never reach the process environment"
+    );
+
+    let c = load(None, &dot_env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((c.port, c.bcrypt_rounds), (4000, 10));
+    let c = load(None, &dir.path().join("absent")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((c.port, c.bcrypt_rounds), (4000, 12));
+
+    let err = load(Some(&dir.path().join("missing.env")), &dot_env).expect_err("missing file");
+    assert!(err.0[0].starts_with("--env-file: cannot read") && err.0[0].contains("missing.env"), "{err}");
+    std::fs::write(&dot_env, "PORT=4002\nBROKEN=\"unterminated\n").expect("write");
+    let err = load(None, &dot_env).expect_err("malformed .env");
+    assert!(err.0[0].contains("line 2"), "{err}");
+}

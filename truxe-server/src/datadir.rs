@@ -1,0 +1,102 @@
+//! The embedded default's data directory: the generated signing key and admin token live here.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::keys::{self, KeyError, SigningKey};
+use crate::secret::Secret;
+
+pub const SIGNING_KEY_FILE: &str = "jwt-private.pem";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create the data directory {path} (TRUXE_DATA_DIR): {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} is empty; delete it to have a new admin token generated")]
+    EmptyToken { path: PathBuf },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("JWT_PRIVATE_KEY is required in production")]
+    KeyRequired,
+    #[error("ADMIN_TOKEN is required in production")]
+    AdminTokenRequired,
+}
+
+/// What the server needs from configuration or, in the embedded default, the data directory.
+pub struct Credentials {
+    pub signing_key: SigningKey,
+    pub signing_key_generated: Option<PathBuf>,
+    pub admin_token: Secret<String>,
+    /// Set only when the token was generated now: it is shown to the operator this once.
+    pub admin_token_generated: Option<PathBuf>,
+}
+
+pub fn load_credentials(config: &Config) -> Result<Credentials, DataDirError> {
+    let (signing_key, signing_key_generated) = match &config.jwt.private_key_pem {
+        Some(pem) => {
+            (SigningKey::from_pem(pem.secret(), config.jwt.public_key_pem.as_deref(), config.jwt.algorithm)?, None)
+        }
+        None if config.is_production() => return Err(DataDirError::KeyRequired),
+        None => {
+            ensure_dir(&config.data_dir)?;
+            let path = config.data_dir.join(SIGNING_KEY_FILE);
+            let (key, generated) = keys::load_or_generate(&path, config.jwt.algorithm)?;
+            (key, generated.then_some(path))
+        }
+    };
+    let (admin_token, admin_token_generated) = match &config.admin_token {
+        Some(token) => (token.clone(), None),
+        None if config.is_production() => return Err(DataDirError::AdminTokenRequired),
+        None => {
+            ensure_dir(&config.data_dir)?;
+            load_or_generate_admin_token(&config.data_dir.join(ADMIN_TOKEN_FILE))?
+        }
+    };
+    Ok(Credentials { signing_key, signing_key_generated, admin_token, admin_token_generated })
+}
+
+/// Creates the data directory readable by its owner only (it holds the private key).
+pub fn ensure_dir(path: &Path) -> Result<(), DataDirError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path).map_err(|source| DataDirError::Create { path: path.to_path_buf(), source })
+}
+
+fn load_or_generate_admin_token(path: &Path) -> Result<(Secret<String>, Option<PathBuf>), DataDirError> {
+    match std::fs::read_to_string(path) {
+        Ok(contents) => {
+            let token = contents.trim().to_string();
+            if token.is_empty() {
+                return Err(DataDirError::EmptyToken { path: path.to_path_buf() });
+            }
+            Ok((Secret::new(token), None))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_admin_token();
+            keys::write_private_file(path, format!("{}\n", token.secret()).as_bytes(), false)
+                .map_err(|source| DataDirError::Write { path: path.to_path_buf(), source })?;
+            Ok((token, Some(path.to_path_buf())))
+        }
+        Err(source) => Err(DataDirError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+fn generate_admin_token() -> Secret<String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    Secret::new(format!("adm_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}

@@ -1,0 +1,10 @@
+//! Truxe server library: configuration, storage, keys and the HTTP application.
+
+pub mod config;
+pub mod datadir;
+pub mod http;
+pub mod keys;
+pub mod secret;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,237 @@
+//! Start-up: configuration in, a listening server out (or every reason it cannot start).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware, web};
+
+use crate::config::{Config, ConfigErrors, DatabaseUrl};
+use crate::datadir::{self, DataDirError};
+use crate::http::{self, AppState};
+use crate::store::{self, StoreError, migrations, redis::RedisError};
+
+/// Exit status for configuration problems (sysexits EX_CONFIG); the systemd unit does not
+/// restart on it, since restarting cannot fix a configuration.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Credentials(#[from] DataDirError),
+    #[error("{0}")]
+    Database(#[from] StoreError),
+    #[error(
+        "the database has {} pending migration(s) ({}); run `truxectl migrate` against it, then start the server again",
+        .0.len(), .0.join(", ")
+    )]
+    PendingMigrations(Vec<String>),
+    #[error("{0}")]
+    Redis(#[from] RedisError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+impl StartupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Config(_) | StartupError::Credentials(_) | StartupError::PendingMigrations(_) => EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+/// Binds `0.0.0.0:PORT`, naming the port in the error when it is taken.
+pub fn bind(port: u16) -> Result<TcpListener, StartupError> {
+    let address = format!("0.0.0.0:{port}");
+    TcpListener::bind(&address).map_err(|source| {
+        let address = if source.kind() == std::io::ErrorKind::AddrInUse {
+            format!("{address} (PORT {port} is already in use by another process)")
+        } else {
+            address
+        };
+        StartupError::Bind { address, source }
+    })
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let listener = bind(config.port)?;
+        Self::build_with_listener(config, listener).await
+    }
+
+    /// Tests pass a listener on port 0; production goes through [`Application::build`].
+    pub async fn build_with_listener(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let config = Arc::new(config);
+
+        let credentials = {
+            let config = config.clone();
+            blocking(move || datadir::load_credentials(&config)).await??
+        };
+        if let Some(path) = &credentials.signing_key_generated {
+            tracing::info!(path = %path.display(), kid = credentials.signing_key.kid(), "generated a new signing key");
+        }
+        if let Some(path) = &credentials.admin_token_generated {
+            // Shown once, on the terminal that started the server; only the file keeps it.
+            println!(
+                "\nTruxe admin token (stored in {}; shown only this once):\n\n    {}\n",
+                path.display(),
+                credentials.admin_token.secret()
+            );
+        }
+
+        let pool = {
+            let database = config.database.clone();
+            tracing::info!(database = %database.url.redacted(), "connecting to the database");
+            blocking(move || store::connect(&database)).await??
+        };
+        let backend = match config.database.url {
+            DatabaseUrl::Postgres(_) => store::Backend::Postgres,
+            DatabaseUrl::Sqlite(_) => store::Backend::Sqlite,
+        };
+        {
+            let key = credentials.signing_key.clone();
+            store::run(&pool, move |conn| {
+                match conn.backend() {
+                    // Embedded storage migrates itself: there is no operator step to forget.
+                    store::Backend::Sqlite => {
+                        for name in migrations::apply_all(conn)? {
+                            tracing::info!(migration = %name, "applied migration");
+                        }
+                    }
+                    store::Backend::Postgres => {
+                        let pending = migrations::pending(conn)?;
+                        if !pending.is_empty() {
+                            return Err(StoreError::Migration(
+                                pending
+                                    .iter()
+                                    .map(|m| format!("{}_{}", m.version, m.name))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            ));
+                        }
+                    }
+                }
+                store::signing_keys::record(
+                    conn,
+                    key.kid(),
+                    key.algorithm().as_str(),
+                    &key.public_pem(),
+                    store::unix_now(),
+                )
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Migration(list) if backend == store::Backend::Postgres => {
+                    StartupError::PendingMigrations(list.split(", ").map(str::to_string).collect())
+                }
+                other => StartupError::Database(other),
+            })?;
+        }
+
+        let redis = match &config.redis {
+            Some(redis_config) => {
+                let pool = store::redis::connect(redis_config)?;
+                if let Err(error) = store::redis::ping(&pool).await {
+                    tracing::warn!(%error, "Redis is not answering; /health/ready reports it until it does");
+                }
+                Some(pool)
+            }
+            None => None,
+        };
+
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            pool,
+            backend,
+            redis,
+            signing_key: Arc::new(credentials.signing_key),
+            admin_token: credentials.admin_token,
+        });
+        let port =
+            listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(middleware::from_fn(http::request_id::middleware))
+                .configure(http::routes)
+        })
+        // Signals are handled in `run_until_stopped`, so that SIGINT is as graceful as SIGTERM.
+        .disable_signals()
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address: format!("port {port}"), source })?
+        .run();
+
+        tracing::info!(port, issuer = %config.issuer, kid = state.signing_key.kid(), backend = backend.as_str(), "truxe-server listening");
+        Ok(Self { port, server, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+
+    /// Serves without signal handling (tests stop it through [`Application::handle`]).
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, StartupError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| StartupError::Task(e.to_string()))
+}

@@ -1,0 +1,200 @@
+//! Storage: one diesel code base over SQLite and PostgreSQL, the connection pool and migrations.
+
+pub mod migrations;
+pub mod redis;
+pub mod schema;
+pub mod signing_keys;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, CustomizeConnection, ManageConnection};
+
+use crate::config::{DatabaseConfig, DatabaseUrl};
+
+/// A connection to whichever backend `DATABASE_URL` names.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+impl AnyConnection {
+    pub fn backend(&self) -> Backend {
+        match self {
+            AnyConnection::Postgresql(_) => Backend::Postgres,
+            AnyConnection::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConnection = r2d2::PooledConnection<Manager>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database at {target} did not answer within {waited:?}: {last_error}")]
+    Unreachable { target: String, waited: Duration, last_error: String },
+    #[error("cannot create the database directory {path}: {source}")]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::PoolError),
+    #[error("database: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("the database task was cancelled")]
+    Cancelled,
+}
+
+/// Where the pool connects; picks the backend from the URL scheme so that the real connection
+/// error is kept (diesel's derived `establish` tries every backend and drops the errors).
+#[derive(Clone, Debug)]
+pub enum Target {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl Target {
+    pub fn from_config(config: &DatabaseConfig) -> Self {
+        match &config.url {
+            DatabaseUrl::Sqlite(path) => Target::Sqlite(path.clone()),
+            DatabaseUrl::Postgres(_) => Target::Postgres(
+                config.url.postgres_connection_string(config.ssl, config.ssl_reject_unauthorized).unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn establish(&self) -> ConnectionResult<AnyConnection> {
+        match self {
+            Target::Postgres(url) => diesel::PgConnection::establish(url).map(AnyConnection::Postgresql),
+            Target::Sqlite(path) => {
+                diesel::SqliteConnection::establish(&path.to_string_lossy()).map(AnyConnection::Sqlite)
+            }
+        }
+    }
+}
+
+pub struct Manager {
+    target: Target,
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        self.target.establish().map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+/// SQLite needs per-connection settings: wait on locks instead of failing, enforce foreign keys.
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
+            c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+                .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the pool, retrying until `DATABASE_CONNECTION_TIMEOUT` so that a server started with
+/// its database (systemd, compose) does not die on the first refused connection.
+pub fn connect(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    let target = Target::from_config(config);
+    if let Target::Sqlite(path) = &target {
+        prepare_sqlite_file(path)?;
+    }
+    let started = Instant::now();
+    let mut probe = loop {
+        match target.establish() {
+            Ok(conn) => break conn,
+            Err(err) if started.elapsed() >= config.connection_timeout => {
+                return Err(StoreError::Unreachable {
+                    target: config.url.redacted(),
+                    waited: config.connection_timeout,
+                    last_error: err.to_string().trim().to_string(),
+                });
+            }
+            Err(err) => {
+                tracing::warn!(target = %config.url.redacted(), error = %err.to_string().trim(), "database not reachable yet; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    };
+    if let AnyConnection::Sqlite(c) = &mut probe {
+        // WAL persists in the file; switching needs an exclusive lock, so do it once, here,
+        // before the pool opens its connections.
+        c.batch_execute("PRAGMA journal_mode = WAL;")?;
+    }
+    drop(probe);
+
+    let is_sqlite = matches!(target, Target::Sqlite(_));
+    let builder = r2d2::Pool::builder()
+        .max_size(config.pool_max.max(1))
+        .min_idle(Some(config.pool_min.min(config.pool_max)))
+        .idle_timeout(Some(config.idle_timeout.max(Duration::from_secs(1))))
+        .connection_timeout(config.connection_timeout.max(Duration::from_millis(100)));
+    let builder = if is_sqlite { builder.connection_customizer(Box::new(SqlitePragmas)) } else { builder };
+    // The probe proved the database answers; the pool fills its idle connections lazily.
+    Ok(builder.build_unchecked(Manager { target }))
+}
+
+fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_path_buf(), source })?;
+    }
+    Ok(())
+}
+
+/// Runs blocking database work on tokio's blocking threads (never on the async workers),
+/// inside the caller's tracing span.
+pub async fn run<T, F>(pool: &Pool, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+{
+    let pool = pool.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut conn = pool.get()?;
+        work(&mut conn)
+    })
+    .await
+    .map_err(|_| StoreError::Cancelled)?
+}
+
+/// Seconds since the Unix epoch: the one representation of instants in the schema.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}

@@ -1,0 +1,47 @@
+//! Finding and opening the database the way truxe-server does (same variables, same defaults).
+
+use anyhow::Context;
+use truxe_server::config::{self, DatabaseConfig, DatabaseUrl};
+use truxe_server::store::{self, AnyConnection, PooledConnection};
+
+use crate::Global;
+
+/// The database settings from `--database-url`, else the server's configuration sources.
+/// Production-only requirements (keys, SMTP …) are the server's business, not the CLI's.
+pub fn database_config(global: &Global) -> anyhow::Result<DatabaseConfig> {
+    let lookup = config::layered_lookup(global.env_file.as_deref())?;
+    let mut database = config::Config::from_lookup(&|name: &str| match name {
+        "NODE_ENV" | "TRUXE_ENV" => None,
+        _ => lookup(name),
+    })?
+    .database;
+    if let Some(url) = &global.database_url {
+        database.url = DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
+        database.is_embedded_default = false;
+    }
+    Ok(database)
+}
+
+pub fn connect(global: &Global) -> anyhow::Result<(DatabaseConfig, PooledConnection)> {
+    let database = database_config(global)?;
+    let pool = store::connect(&database)?;
+    let conn = pool.get().with_context(|| format!("cannot open {}", database.url.redacted()))?;
+    Ok((database, conn))
+}
+
+/// Serialises concurrent `truxectl migrate` runs on PostgreSQL (SQLite locks the file itself).
+pub fn with_migration_lock<T>(
+    conn: &mut AnyConnection,
+    work: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use diesel::connection::SimpleConnection;
+    let is_pg = matches!(conn, AnyConnection::Postgresql(_));
+    if is_pg {
+        conn.batch_execute("SELECT pg_advisory_lock(7305786417)")?;
+    }
+    let result = work(conn);
+    if is_pg {
+        conn.batch_execute("SELECT pg_advisory_unlock(7305786417)")?;
+    }
+    result
+}
