@@ -4,6 +4,8 @@ pub mod config;
 pub mod datadir;
 pub mod http;
 pub mod keys;
+pub mod model;
+pub mod oauth;
 pub mod secret;
 pub mod startup;
 pub mod store;

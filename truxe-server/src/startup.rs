@@ -102,45 +102,29 @@ impl Application {
             DatabaseUrl::Postgres(_) => store::Backend::Postgres,
             DatabaseUrl::Sqlite(_) => store::Backend::Sqlite,
         };
-        {
-            let key = credentials.signing_key.clone();
-            store::run(&pool, move |conn| {
-                match conn.backend() {
-                    // Embedded storage migrates itself: there is no operator step to forget.
-                    store::Backend::Sqlite => {
-                        for name in migrations::apply_all(conn)? {
-                            tracing::info!(migration = %name, "applied migration");
-                        }
-                    }
-                    store::Backend::Postgres => {
-                        let pending = migrations::pending(conn)?;
-                        if !pending.is_empty() {
-                            return Err(StoreError::Migration(
-                                pending
-                                    .iter()
-                                    .map(|m| format!("{}_{}", m.version, m.name))
-                                    .collect::<Vec<_>>()
-                                    .join(", "),
-                            ));
-                        }
+        let key = credentials.signing_key.clone();
+        let prepared = store::run(&pool, move |conn| {
+            match conn.backend() {
+                // Embedded storage migrates itself: there is no operator step to forget.
+                store::Backend::Sqlite => {
+                    for name in migrations::apply_all(conn)? {
+                        tracing::info!(migration = %name, "applied migration");
                     }
                 }
-                store::signing_keys::record(
-                    conn,
-                    key.kid(),
-                    key.algorithm().as_str(),
-                    &key.public_pem(),
-                    store::unix_now(),
-                )
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::Migration(list) if backend == store::Backend::Postgres => {
-                    StartupError::PendingMigrations(list.split(", ").map(str::to_string).collect())
+                store::Backend::Postgres => {
+                    let pending = migrations::pending(conn)?;
+                    if !pending.is_empty() {
+                        return Ok(Err(pending.iter().map(|m| format!("{}_{}", m.version, m.name)).collect()));
+                    }
                 }
-                other => StartupError::Database(other),
-            })?;
-        }
+            }
+            let now = store::unix_now();
+            store::signing_keys::record(conn, key.kid(), key.algorithm().as_str(), &key.public_pem(), now)?;
+            let hmac_key = store::server_secrets::load_or_create(conn, store::server_secrets::CLIENT_SECRET_HMAC_KEY, now)?;
+            Ok(Ok(hmac_key))
+        })
+        .await?;
+        let client_secret_key = prepared.map_err(StartupError::PendingMigrations)?;
 
         let redis = match &config.redis {
             Some(redis_config) => {
@@ -160,6 +144,7 @@ impl Application {
             redis,
             signing_key: Arc::new(credentials.signing_key),
             admin_token: credentials.admin_token,
+            client_secret_key,
         });
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();

@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, shared state and middleware. Only actix code lives here.
 
+pub mod error;
 mod health;
 pub mod request_id;
 
@@ -20,6 +21,8 @@ pub struct AppState {
     pub redis: Option<RedisPool>,
     pub signing_key: Arc<SigningKey>,
     pub admin_token: Secret<String>,
+    /// HMAC key for client secrets at rest (table `server_secrets`), shared by every instance.
+    pub client_secret_key: Secret<Vec<u8>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -1,8 +1,11 @@
 //! Storage: one diesel code base over SQLite and PostgreSQL, the connection pool and migrations.
 
+pub mod audit;
+pub mod clients;
 pub mod migrations;
 pub mod redis;
 pub mod schema;
+pub mod server_secrets;
 pub mod signing_keys;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +63,8 @@ pub enum StoreError {
     Query(#[from] diesel::result::Error),
     #[error("migrations: {0}")]
     Migration(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
     #[error("the database task was cancelled")]
     Cancelled,
 }

@@ -157,4 +157,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_tokens,
     signing_keys,
     audit_events,
+    server_secrets,
 );
+
+diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> BigInt,
+    }
+}

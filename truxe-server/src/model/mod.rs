@@ -1,0 +1,3 @@
+//! Domain records shared by the protocol, service and storage layers.
+
+pub mod client;

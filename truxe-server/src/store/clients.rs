@@ -1,0 +1,201 @@
+//! The `oauth_clients` table and its redirect URIs.
+
+use diesel::prelude::*;
+
+use super::schema::{oauth_client_redirect_uris as uris, oauth_clients as clients};
+use super::{AnyConnection, StoreError};
+use crate::model::client::{AuthMethod, Client, ClientStatus, GrantType};
+use crate::oauth::scope::ScopeSet;
+
+const REDIRECT: &str = "redirect";
+const POST_LOGOUT: &str = "post_logout";
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = clients)]
+struct Row {
+    client_id: String,
+    client_name: String,
+    secret_hash: Option<String>,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    token_endpoint_auth_method: String,
+    grant_types: String,
+    allowed_scopes: String,
+    require_pkce: bool,
+    require_consent: bool,
+    trusted: bool,
+    client_uri: Option<String>,
+    logo_uri: Option<String>,
+    tos_uri: Option<String>,
+    policy_uri: Option<String>,
+    status: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = clients, treat_none_as_null = true)]
+struct WriteRow<'a> {
+    client_id: &'a str,
+    client_name: &'a str,
+    secret_hash: Option<&'a str>,
+    previous_secret_hash: Option<&'a str>,
+    previous_secret_expires_at: Option<i64>,
+    token_endpoint_auth_method: &'a str,
+    grant_types: String,
+    allowed_scopes: String,
+    require_pkce: bool,
+    require_consent: bool,
+    trusted: bool,
+    client_uri: Option<&'a str>,
+    logo_uri: Option<&'a str>,
+    tos_uri: Option<&'a str>,
+    policy_uri: Option<&'a str>,
+    status: &'a str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn corrupt(client_id: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("oauth_clients row {client_id}: invalid {what}"))
+}
+
+impl Row {
+    fn into_client(self, redirect_uris: Vec<String>, post_logout_redirect_uris: Vec<String>) -> Result<Client, StoreError> {
+        let id = self.client_id.clone();
+        Ok(Client {
+            token_endpoint_auth_method: AuthMethod::parse(&self.token_endpoint_auth_method)
+                .ok_or_else(|| corrupt(&id, "token_endpoint_auth_method"))?,
+            grant_types: self
+                .grant_types
+                .split_whitespace()
+                .map(|g| GrantType::parse(g).ok_or_else(|| corrupt(&id, "grant_types")))
+                .collect::<Result<_, _>>()?,
+            allowed_scopes: ScopeSet::parse(&self.allowed_scopes).map_err(|_| corrupt(&id, "allowed_scopes"))?,
+            status: ClientStatus::parse(&self.status).ok_or_else(|| corrupt(&id, "status"))?,
+            client_id: self.client_id,
+            client_name: self.client_name,
+            secret_hash: self.secret_hash,
+            previous_secret_hash: self.previous_secret_hash,
+            previous_secret_expires_at: self.previous_secret_expires_at,
+            redirect_uris,
+            post_logout_redirect_uris,
+            require_pkce: self.require_pkce,
+            require_consent: self.require_consent,
+            trusted: self.trusted,
+            client_uri: self.client_uri,
+            logo_uri: self.logo_uri,
+            tos_uri: self.tos_uri,
+            policy_uri: self.policy_uri,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn write_row(c: &Client) -> WriteRow<'_> {
+    WriteRow {
+        client_id: &c.client_id,
+        client_name: &c.client_name,
+        secret_hash: c.secret_hash.as_deref(),
+        previous_secret_hash: c.previous_secret_hash.as_deref(),
+        previous_secret_expires_at: c.previous_secret_expires_at,
+        token_endpoint_auth_method: c.token_endpoint_auth_method.as_str(),
+        grant_types: c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "),
+        allowed_scopes: c.allowed_scopes.to_string(),
+        require_pkce: c.require_pkce,
+        require_consent: c.require_consent,
+        trusted: c.trusted,
+        client_uri: c.client_uri.as_deref(),
+        logo_uri: c.logo_uri.as_deref(),
+        tos_uri: c.tos_uri.as_deref(),
+        policy_uri: c.policy_uri.as_deref(),
+        status: c.status.as_str(),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}
+
+fn load_uris(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(uris::table
+        .filter(uris::client_id.eq_any(ids))
+        .select((uris::client_id, uris::purpose, uris::uri))
+        .order((uris::client_id, uris::purpose, uris::uri))
+        .load(conn)?)
+}
+
+fn attach(conn: &mut AnyConnection, rows: Vec<Row>) -> Result<Vec<Client>, StoreError> {
+    let ids: Vec<String> = rows.iter().map(|r| r.client_id.clone()).collect();
+    let all_uris = load_uris(conn, &ids)?;
+    rows.into_iter()
+        .map(|row| {
+            let pick = |purpose: &str| {
+                all_uris
+                    .iter()
+                    .filter(|(id, p, _)| id == &row.client_id && p == purpose)
+                    .map(|(_, _, uri)| uri.clone())
+                    .collect::<Vec<_>>()
+            };
+            let (redirect, post_logout) = (pick(REDIRECT), pick(POST_LOGOUT));
+            row.into_client(redirect, post_logout)
+        })
+        .collect()
+}
+
+pub fn find(conn: &mut AnyConnection, client_id: &str) -> Result<Option<Client>, StoreError> {
+    let row: Option<Row> =
+        clients::table.filter(clients::client_id.eq(client_id)).select(Row::as_select()).first(conn).optional()?;
+    match row {
+        Some(row) => Ok(attach(conn, vec![row])?.pop()),
+        None => Ok(None),
+    }
+}
+
+/// Clients ordered by id, after the `after` cursor.
+pub fn list(conn: &mut AnyConnection, after: Option<&str>, limit: i64) -> Result<Vec<Client>, StoreError> {
+    let mut query = clients::table.select(Row::as_select()).order(clients::client_id).limit(limit).into_boxed();
+    if let Some(after) = after {
+        query = query.filter(clients::client_id.gt(after.to_string()));
+    }
+    let rows = query.load(conn)?;
+    attach(conn, rows)
+}
+
+fn insert_uris(conn: &mut AnyConnection, client: &Client) -> Result<(), StoreError> {
+    let all = client
+        .redirect_uris
+        .iter()
+        .map(|u| (REDIRECT, u))
+        .chain(client.post_logout_redirect_uris.iter().map(|u| (POST_LOGOUT, u)));
+    // One statement per URI: MultiConnection has no batch insert, and a client has few URIs.
+    for (purpose, uri) in all {
+        diesel::insert_into(uris::table)
+            .values((uris::client_id.eq(&client.client_id), uris::purpose.eq(purpose), uris::uri.eq(uri)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Inserts a client with its URIs; call inside a transaction with the audit record.
+pub fn insert(conn: &mut AnyConnection, client: &Client) -> Result<(), StoreError> {
+    diesel::insert_into(clients::table).values(write_row(client)).execute(conn)?;
+    insert_uris(conn, client)
+}
+
+/// Replaces a client's row and URIs; `false` when it does not exist.
+pub fn update(conn: &mut AnyConnection, client: &Client) -> Result<bool, StoreError> {
+    let changed = diesel::update(clients::table.filter(clients::client_id.eq(&client.client_id)))
+        .set(write_row(client))
+        .execute(conn)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    diesel::delete(uris::table.filter(uris::client_id.eq(&client.client_id))).execute(conn)?;
+    insert_uris(conn, client)?;
+    Ok(true)
+}
+
+pub fn delete(conn: &mut AnyConnection, client_id: &str) -> Result<bool, StoreError> {
+    diesel::delete(uris::table.filter(uris::client_id.eq(client_id))).execute(conn)?;
+    Ok(diesel::delete(clients::table.filter(clients::client_id.eq(client_id))).execute(conn)? > 0)
+}
