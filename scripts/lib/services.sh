@@ -255,12 +255,13 @@ stop_redis() {
 # --- Chromium (browser tests) --------------------------------------------------------------------
 
 ensure_chromium() {
-    if [ -x /usr/bin/chromium ]; then return 0; fi
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
     if is_root; then
-        apt_install chromium
-        [ -x /usr/bin/chromium ] || die "chromium still missing after apt-get install"
+        apt_install chromium chromium-driver
+        [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
+            || die "chromium/chromedriver still missing after apt-get install"
     else
-        die "/usr/bin/chromium is missing and we are not root: install Debian's 'chromium' package"
+        die "/usr/bin/chromium or /usr/bin/chromedriver is missing and we are not root: install Debian's 'chromium' and 'chromium-driver' packages"
     fi
 }
 

@@ -136,6 +136,7 @@ async fn production_logs_are_json_lines_and_unused_variables_are_named() {
         ("ADMIN_TOKEN", "Zq8Wm3Np6Rt1Vx4Ys7Ub0Kc9Ld2Hf5Jg"),
         ("SMTP_HOST", "127.0.0.1"),
         ("EMAIL_FROM", "noreply@example.org"),
+        ("SENTRY_DSN", "https://public-key@sentry.example.org/1"),
         ("LOG_LEVEL", "info"),
     ];
     let server = ServerProcess::start(cwd.path(), &env, free_port()).await;
@@ -146,7 +147,8 @@ async fn production_logs_are_json_lines_and_unused_variables_are_named() {
     for line in &log_lines {
         let _: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
-    assert!(output.contains("SMTP_HOST is set but not acted on"), "{output}");
+    assert!(output.contains("SENTRY_DSN is set but not acted on"), "{output}");
+    assert!(!output.contains("SMTP_HOST is set but not acted on"), "SMTP is acted on: {output}");
     assert!(!output.contains("kR9vQ2mX7pL4wZ8tY1nB6cF3hJ5gD0sA"), "no secret in the logs");
     assert!(!output.contains("Zq8Wm3Np6Rt1Vx4Ys7Ub0Kc9Ld2Hf5Jg"), "no admin token in the logs");
 }

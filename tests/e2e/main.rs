@@ -3,6 +3,17 @@
 
 mod support;
 
+mod authorize;
+mod browser;
 mod cli;
+mod clients;
+mod code_flow;
 mod foundation;
+mod interop;
+mod login;
+mod mail;
+mod mfa;
+mod oidc_interop;
 mod startup_errors;
+mod tokens;
+mod users;

@@ -8,6 +8,7 @@ use crate::secret::Secret;
 
 pub const SIGNING_KEY_FILE: &str = "jwt-private.pem";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub const SESSION_SECRET_FILE: &str = "session-secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -17,7 +18,7 @@ pub enum DataDirError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("{path} is empty; delete it to have a new admin token generated")]
+    #[error("{path} is empty; delete it to have a new one generated")]
     EmptyToken { path: PathBuf },
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -25,6 +26,8 @@ pub enum DataDirError {
     KeyRequired,
     #[error("ADMIN_TOKEN is required in production")]
     AdminTokenRequired,
+    #[error("SESSION_SECRET is required in production")]
+    SessionSecretRequired,
 }
 
 /// What the server needs from configuration or, in the embedded default, the data directory.
@@ -34,6 +37,8 @@ pub struct Credentials {
     pub admin_token: Secret<String>,
     /// Set only when the token was generated now: it is shown to the operator this once.
     pub admin_token_generated: Option<PathBuf>,
+    /// `SESSION_SECRET`, or in development a secret generated into the data directory.
+    pub session_secret: Secret<String>,
 }
 
 pub fn load_credentials(config: &Config) -> Result<Credentials, DataDirError> {
@@ -57,7 +62,15 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, DataDirError> {
             load_or_generate_admin_token(&config.data_dir.join(ADMIN_TOKEN_FILE))?
         }
     };
-    Ok(Credentials { signing_key, signing_key_generated, admin_token, admin_token_generated })
+    let session_secret = match &config.session.secret {
+        Some(secret) => secret.clone(),
+        None if config.is_production() => return Err(DataDirError::SessionSecretRequired),
+        None => {
+            ensure_dir(&config.data_dir)?;
+            load_or_generate_secret(&config.data_dir.join(SESSION_SECRET_FILE), generate_session_secret)?.0
+        }
+    };
+    Ok(Credentials { signing_key, signing_key_generated, admin_token, admin_token_generated, session_secret })
 }
 
 /// Creates the data directory readable by its owner only (it holds the private key).
@@ -76,6 +89,14 @@ pub fn ensure_dir(path: &Path) -> Result<(), DataDirError> {
 }
 
 fn load_or_generate_admin_token(path: &Path) -> Result<(Secret<String>, Option<PathBuf>), DataDirError> {
+    load_or_generate_secret(path, generate_admin_token)
+}
+
+/// Reads a one-line secret file, or writes a fresh one (mode 0600) when there is none yet.
+fn load_or_generate_secret(
+    path: &Path,
+    generate: fn() -> Secret<String>,
+) -> Result<(Secret<String>, Option<PathBuf>), DataDirError> {
     match std::fs::read_to_string(path) {
         Ok(contents) => {
             let token = contents.trim().to_string();
@@ -85,13 +106,21 @@ fn load_or_generate_admin_token(path: &Path) -> Result<(Secret<String>, Option<P
             Ok((Secret::new(token), None))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let token = generate_admin_token();
+            let token = generate();
             keys::write_private_file(path, format!("{}\n", token.secret()).as_bytes(), false)
                 .map_err(|source| DataDirError::Write { path: path.to_path_buf(), source })?;
             Ok((token, Some(path.to_path_buf())))
         }
         Err(source) => Err(DataDirError::Read { path: path.to_path_buf(), source }),
     }
+}
+
+/// 256 random bits; the session key is derived from it (see `http::session`).
+fn generate_session_secret() -> Secret<String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn generate_admin_token() -> Secret<String> {

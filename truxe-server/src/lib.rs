@@ -3,10 +3,14 @@
 pub mod config;
 pub mod datadir;
 pub mod http;
+pub mod jwt;
 pub mod keys;
+pub mod mail;
+pub mod mfa;
 pub mod model;
 pub mod oauth;
 pub mod secret;
+pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

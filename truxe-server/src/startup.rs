@@ -34,12 +34,19 @@ pub enum StartupError {
     Bind { address: String, source: std::io::Error },
     #[error("start-up task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Jwt(#[from] crate::jwt::JwtError),
+    #[error("{0}")]
+    Mail(#[from] crate::mail::MailError),
 }
 
 impl StartupError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartupError::Config(_) | StartupError::Credentials(_) | StartupError::PendingMigrations(_) => EXIT_CONFIG,
+            StartupError::Config(_)
+            | StartupError::Credentials(_)
+            | StartupError::PendingMigrations(_)
+            | StartupError::Mail(_) => EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -76,11 +83,15 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let config = Arc::new(config);
+        // Before anything could encode or decode a JWT: the first provider asked for stays.
+        crate::jwt::install_provider()?;
 
         let credentials = {
             let config = config.clone();
             blocking(move || datadir::load_credentials(&config)).await??
         };
+        // Built once here so that a key jsonwebtoken cannot use stops the start, not each request.
+        crate::jwt::TokenKeys::shared(&credentials.signing_key)?;
         if let Some(path) = &credentials.signing_key_generated {
             tracing::info!(path = %path.display(), kid = credentials.signing_key.kid(), "generated a new signing key");
         }
@@ -120,11 +131,17 @@ impl Application {
             }
             let now = store::unix_now();
             store::signing_keys::record(conn, key.kid(), key.algorithm().as_str(), &key.public_pem(), now)?;
-            let hmac_key = store::server_secrets::load_or_create(conn, store::server_secrets::CLIENT_SECRET_HMAC_KEY, now)?;
-            Ok(Ok(hmac_key))
+            let hmac_key =
+                store::server_secrets::load_or_create(conn, store::server_secrets::CLIENT_SECRET_HMAC_KEY, now)?;
+            let magic_link_key =
+                store::server_secrets::load_or_create(conn, crate::service::sign_in::MAGIC_LINK_KEY, now)?;
+            Ok(Ok((hmac_key, magic_link_key)))
         })
         .await?;
-        let client_secret_key = prepared.map_err(StartupError::PendingMigrations)?;
+        let (client_secret_key, magic_link_key) = prepared.map_err(StartupError::PendingMigrations)?;
+        // Inside the runtime: the SMTP pool starts its reaper task here.
+        let mailer = crate::mail::Mailer::from_config(&config)?;
+        tracing::info!(mail = %mailer.describe(), "magic-link mail");
 
         let redis = match &config.redis {
             Some(redis_config) => {
@@ -145,7 +162,11 @@ impl Application {
             signing_key: Arc::new(credentials.signing_key),
             admin_token: credentials.admin_token,
             client_secret_key,
+            session_key: http::session::derive_key(&credentials.session_secret),
+            magic_link_key,
+            mailer: Arc::new(mailer),
         });
+        tokio::spawn(housekeeping(state.pool.clone()));
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
         let app_state = state.clone();
@@ -192,6 +213,27 @@ impl Application {
     /// Serves without signal handling (tests stop it through [`Application::handle`]).
     pub async fn run(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Hourly: drops magic links a day after they expired and sessions 30 days after they ended
+/// (kept that long for `truxectl users sessions --all`).
+async fn housekeeping(pool: store::Pool) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
+    loop {
+        interval.tick().await;
+        let now = store::unix_now();
+        let result = store::run(&pool, move |conn| {
+            let links = store::magic_links::delete_expired(conn, now - 86_400)?;
+            let sessions = store::sessions::delete_stale(conn, now - 30 * 86_400)?;
+            Ok((links, sessions))
+        })
+        .await;
+        match result {
+            Ok((0, 0)) => {}
+            Ok((links, sessions)) => tracing::info!(links, sessions, "removed expired magic links and sessions"),
+            Err(error) => tracing::warn!(%error, "housekeeping failed; retrying in an hour"),
+        }
     }
 }
 

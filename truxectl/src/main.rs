@@ -1,9 +1,11 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
+mod clients;
 mod db;
 mod keys;
 mod migrate;
 mod secrets;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,16 @@ enum Command {
         #[command(subcommand)]
         command: secrets::Command,
     },
+    /// OAuth clients: create, list, show, update, rotate-secret, disable, enable, delete
+    Clients {
+        #[command(subcommand)]
+        command: clients::Command,
+    },
+    /// Users: create, list, show, disable, enable, delete, mfa-reset, sessions
+    Users {
+        #[command(subcommand)]
+        command: users::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +73,8 @@ fn main() -> ExitCode {
         Command::Migrate { command } => migrate::run(command.unwrap_or_default(), &cli.global),
         Command::Keys { command } => keys::run(command, &cli.global),
         Command::Secrets { command } => secrets::run(command, &cli.global),
+        Command::Clients { command } => clients::run(command, &cli.global),
+        Command::Users { command } => users::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

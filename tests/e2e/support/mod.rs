@@ -2,7 +2,11 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod browser;
+pub mod callback;
 pub mod process;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -81,7 +85,9 @@ impl TestDb {
 
     /// Applies every migration, as `truxectl migrate` would.
     pub fn migrate(&self) {
-        let config = config_from(&[("DATABASE_URL", &self.url)], &self.dir);
+        // No idle connections: a pool that keeps opening SQLite connections in the background
+        // after it is dropped races with the test's own writers.
+        let config = config_from(&[("DATABASE_URL", &self.url), ("DATABASE_POOL_MIN", "0")], &self.dir);
         let pool = store::connect(&config.database).expect("connect");
         let mut conn = pool.get().expect("connection");
         migrations::apply_all(&mut conn).expect("migrate");
@@ -124,6 +130,10 @@ pub fn config_from(extra: &[(&str, &str)], dir: &TempDir) -> Config {
     Config::from_lookup(&|name: &str| vars.get(name).cloned()).expect("valid test configuration")
 }
 
+/// As a value in `TestServer::start_with`: the server's own base URL (for `JWT_ISSUER`, so that
+/// discovery-driven clients find an issuer that matches where they connect).
+pub const SELF_ISSUER: &str = "{self}";
+
 /// A server running inside the test process on a free port.
 pub struct TestServer {
     pub base_url: String,
@@ -142,16 +152,17 @@ impl TestServer {
         if backend == Backend::Postgres {
             db.migrate();
         }
-        let mut vars = vec![("DATABASE_URL", db.url.as_str())];
-        vars.extend_from_slice(extra);
-        let config = config_from(&vars, &db.dir);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let port = listener.local_addr().expect("addr").port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut vars = vec![("DATABASE_URL", db.url.as_str())];
+        vars.extend(extra.iter().map(|&(k, v)| (k, if v == SELF_ISSUER { base_url.as_str() } else { v })));
+        let config = config_from(&vars, &db.dir);
         let app = Application::build_with_listener(config, listener).await.expect("server starts");
         let handle = app.handle();
         tokio::spawn(app.run());
         TestServer {
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url,
             db,
             client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
             handle,

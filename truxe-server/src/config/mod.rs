@@ -27,25 +27,6 @@ use source::Reader;
 /// Variables that are read and checked but not yet acted on by the server. Each one that is
 /// set is reported at start; a name leaves this list when its feature lands.
 pub const NOT_ACTED_ON: &[&str] = &[
-    "SESSION_SECRET",
-    "SESSION_MAX_AGE",
-    "SESSION_SECURE",
-    "SESSION_SAME_SITE",
-    "OAUTH_AUTHORIZATION_CODE_EXPIRY",
-    "OAUTH_REQUIRE_PKCE",
-    "OAUTH_ALLOW_REFRESH_TOKEN",
-    "ACCESS_TOKEN_EXPIRY",
-    "ACCESS_TOKEN_MAX_AGE",
-    "REFRESH_TOKEN_EXPIRY",
-    "REFRESH_TOKEN_MAX_AGE",
-    "JWT_AUDIENCE",
-    "SMTP_HOST",
-    "SMTP_PORT",
-    "SMTP_SECURE",
-    "SMTP_USER",
-    "SMTP_PASSWORD",
-    "EMAIL_FROM",
-    "EMAIL_FROM_NAME",
     "BCRYPT_ROUNDS",
     "ALLOWED_ORIGINS",
     "RATE_LIMIT_WINDOW",
@@ -56,13 +37,14 @@ pub const NOT_ACTED_ON: &[&str] = &[
     "RATE_LIMIT_ENDPOINTS",
     "SENTRY_DSN",
     "DATADOG_API_KEY",
-    "MFA_ENABLED",
-    "MFA_ISSUER",
 ];
 
 /// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
 pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
     [("authorize", 10, 20), ("token", 20, 40), ("userinfo", 60, 100), ("introspect", 100, 200), ("revoke", 10, 20)];
+
+/// The scopes every installation offers; `TRUXE_SCOPES` adds API scopes to them.
+pub const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
 /// Production secrets shorter than this are refused.
 pub const MIN_SECRET_CHARS: usize = 32;
@@ -96,7 +78,10 @@ pub struct Config {
     pub sentry_dsn: Option<Secret<String>>,
     pub datadog_api_key: Option<Secret<String>>,
     pub mfa: MfaConfig,
+    pub sign_in: SignInConfig,
     pub admin_token: Option<Secret<String>>,
+    /// `TRUXE_SCOPES`: scopes beyond [`STANDARD_SCOPES`] that clients may be registered with.
+    pub extra_scopes: Vec<String>,
     /// Human-readable warnings to log at start; never hold a secret value.
     pub warnings: Vec<String>,
 }
@@ -160,6 +145,9 @@ pub struct OAuthConfig {
     pub authorization_code_ttl: Duration,
     pub require_pkce: bool,
     pub allow_refresh_token: bool,
+    /// `TRUXE_REFRESH_REUSE_GRACE`: how long a rotated refresh token still works (a client
+    /// retrying a lost response); presented later, it revokes its whole family.
+    pub refresh_reuse_grace: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -190,6 +178,15 @@ impl RateLimitConfig {
     pub fn endpoint(&self, name: &str) -> Option<(u32, u32)> {
         self.endpoints.iter().find(|(n, _, _)| n == name).map(|(_, per_minute, burst)| (*per_minute, *burst))
     }
+}
+
+/// End-user sign-in by magic link.
+#[derive(Clone, Debug)]
+pub struct SignInConfig {
+    /// `TRUXE_OPEN_SIGNUP`: a magic link to an unknown address creates the account.
+    pub open_signup: bool,
+    /// `TRUXE_MAGIC_LINK_TTL`: how long a sign-in link works.
+    pub magic_link_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -252,6 +249,7 @@ impl Config {
             ),
             require_pkce: r.bool("OAUTH_REQUIRE_PKCE", true),
             allow_refresh_token: r.bool("OAUTH_ALLOW_REFRESH_TOKEN", true),
+            refresh_reuse_grace: read_refresh_reuse_grace(&mut r),
         };
         let smtp = read_smtp(&mut r, production);
         let bcrypt_rounds = r.number("BCRYPT_ROUNDS", 12, 4..=31);
@@ -264,7 +262,9 @@ impl Config {
             enabled: r.bool("MFA_ENABLED", false),
             issuer: r.string("MFA_ISSUER").unwrap_or_else(|| "Truxe".to_string()),
         };
+        let sign_in = read_sign_in(&mut r);
         let admin_token = r.raw("ADMIN_TOKEN").map(Secret::new);
+        let extra_scopes = read_scopes(&mut r);
 
         let config = Config {
             mode,
@@ -286,7 +286,9 @@ impl Config {
             sentry_dsn,
             datadog_api_key,
             mfa,
+            sign_in,
             admin_token,
+            extra_scopes,
             warnings: Vec::new(),
         };
 
@@ -313,6 +315,11 @@ impl Config {
 
     pub fn is_production(&self) -> bool {
         self.mode == Mode::Production
+    }
+
+    /// Every scope a client may be registered with: the standard ones, then `TRUXE_SCOPES`.
+    pub fn scopes_supported(&self) -> Vec<String> {
+        STANDARD_SCOPES.iter().map(|s| s.to_string()).chain(self.extra_scopes.iter().cloned()).collect()
     }
 }
 
@@ -510,6 +517,27 @@ fn read_session(r: &mut Reader<'_>, production: bool) -> SessionConfig {
     SessionConfig { secret, max_age, secure, same_site }
 }
 
+/// `TRUXE_REFRESH_REUSE_GRACE` (`10s`; `0` turns the grace off), at most five minutes.
+fn read_refresh_reuse_grace(r: &mut Reader<'_>) -> Duration {
+    const MAX: Duration = Duration::from_secs(300);
+    r.parse_opt("TRUXE_REFRESH_REUSE_GRACE", |v| {
+        let d = parse_duration(v, BareUnit::Seconds)?;
+        if d > MAX { Err(format!("{v:?} is longer than the 5m allowed")) } else { Ok(d) }
+    })
+    .unwrap_or(Duration::from_secs(10))
+}
+
+fn read_sign_in(r: &mut Reader<'_>) -> SignInConfig {
+    let open_signup = r.bool("TRUXE_OPEN_SIGNUP", false);
+    let magic_link_ttl = r.duration("TRUXE_MAGIC_LINK_TTL", BareUnit::Seconds, Duration::from_secs(15 * 60));
+    if !r.failed("TRUXE_MAGIC_LINK_TTL")
+        && (magic_link_ttl < Duration::from_secs(1) || magic_link_ttl > Duration::from_secs(86_400))
+    {
+        r.error("TRUXE_MAGIC_LINK_TTL", "must be between 1s and 24h (example: 15m)");
+    }
+    SignInConfig { open_signup, magic_link_ttl }
+}
+
 fn read_smtp(r: &mut Reader<'_>, production: bool) -> Option<SmtpConfig> {
     let host = r.string("SMTP_HOST");
     let port = r.port("SMTP_PORT", 587);
@@ -553,6 +581,29 @@ fn read_origins(r: &mut Reader<'_>) -> Vec<String> {
         }
     }
     origins
+}
+
+/// `TRUXE_SCOPES=orders:read,orders:write`: each one an RFC 6749 §3.3 scope-token. Standard
+/// scopes listed again are dropped rather than refused, since listing them is harmless.
+fn read_scopes(r: &mut Reader<'_>) -> Vec<String> {
+    let Some(list) = r.string("TRUXE_SCOPES") else {
+        return Vec::new();
+    };
+    let mut scopes: Vec<String> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let valid = item.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !valid {
+            r.error(
+                "TRUXE_SCOPES",
+                format_args!(
+                    "{item:?} is not a scope (printable ASCII without spaces, '\"' or '\\'; example: orders:read)"
+                ),
+            );
+        } else if !STANDARD_SCOPES.contains(&item) && !scopes.iter().any(|s| s == item) {
+            scopes.push(item.to_string());
+        }
+    }
+    scopes
 }
 
 fn read_rate_limit(r: &mut Reader<'_>) -> RateLimitConfig {

@@ -297,7 +297,7 @@ fn file_indirection() {
     ]);
     assert_eq!(c.session.secret.as_ref().map(|s| s.secret().as_str()), Some(STRONG_SESSION));
     assert_eq!(c.port, 4000);
-    assert!(c.warnings.contains(&"SESSION_SECRET is set but not acted on by this version of Truxe".to_string()));
+    assert!(c.warnings.iter().all(|w| !w.contains("not acted on")), "{:?}", c.warnings);
 
     // Only one newline is removed: the rest is the value.
     std::fs::write(&secret_path, "abc\n\n").expect("write");
@@ -462,12 +462,14 @@ fn weak_secret_detection() {
 #[test]
 fn not_acted_on_variables_are_reported() {
     let c = ok(&[
+        ("SENTRY_DSN", "https://key@sentry.example.com/1"),
+        ("DATADOG_API_KEY", "dd-key"),
+        ("PORT", "3001"),
         ("SMTP_PORT", "587"),
         ("MFA_ISSUER", "Your App Name"),
-        ("PORT", "3001"),
-        ("JWT_AUDIENCE", "https://api.example.com"),
+        ("SESSION_MAX_AGE", "3600000"),
     ]);
-    let mut expected: Vec<String> = ["SMTP_PORT", "JWT_AUDIENCE", "MFA_ISSUER"]
+    let mut expected: Vec<String> = ["SENTRY_DSN", "DATADOG_API_KEY"]
         .iter()
         .map(|n| format!("{n} is set but not acted on by this version of Truxe"))
         .collect();
@@ -475,7 +477,10 @@ fn not_acted_on_variables_are_reported() {
     let mut got = c.warnings.clone();
     got.sort();
     assert_eq!(got, expected);
-    assert_eq!(NOT_ACTED_ON.len(), 31);
+    // Acted on since sign-in landed (issue 4).
+    for name in ["SESSION_SECRET", "SESSION_MAX_AGE", "SMTP_HOST", "EMAIL_FROM", "MFA_ENABLED", "MFA_ISSUER"] {
+        assert!(!NOT_ACTED_ON.contains(&name), "{name}");
+    }
 }
 
 #[test]
@@ -594,4 +599,52 @@ fn environment_wins_over_the_env_file_which_wins_over_dot_env() {
     std::fs::write(&dot_env, "PORT=4002\nBROKEN=\"unterminated\n").expect("write");
     let err = load(None, &dot_env).expect_err("malformed .env");
     assert!(err.0[0].contains("line 2"), "{err}");
+}
+
+#[test]
+fn truxe_scopes_adds_to_the_standard_scopes() {
+    assert_eq!(ok(&[]).scopes_supported(), ["openid", "profile", "email", "offline_access"]);
+    let c = ok(&[("TRUXE_SCOPES", " orders:read, orders:write,,openid,orders:read ")]);
+    assert_eq!(c.extra_scopes, ["orders:read", "orders:write"]);
+    assert_eq!(c.scopes_supported(), ["openid", "profile", "email", "offline_access", "orders:read", "orders:write"]);
+    assert_eq!(ok(&[("TRUXE_SCOPES", "https://api.example.com/read")]).extra_scopes, ["https://api.example.com/read"]);
+
+    for bad in ["orders read", "say\"hi\"", "back\\slash", "caf\u{e9}", "tab\there"] {
+        let message = assert_one_error_naming(&[("TRUXE_SCOPES", bad)], "TRUXE_SCOPES");
+        assert!(message.contains("not a scope"), "{bad:?}: {message}");
+    }
+}
+
+#[test]
+fn sign_in_variables() {
+    let c = ok(&[]);
+    assert!(!c.sign_in.open_signup);
+    assert_eq!(c.sign_in.magic_link_ttl, Duration::from_secs(900));
+    let c = ok(&[("TRUXE_OPEN_SIGNUP", "true"), ("TRUXE_MAGIC_LINK_TTL", "10m")]);
+    assert!(c.sign_in.open_signup);
+    assert_eq!(c.sign_in.magic_link_ttl, Duration::from_secs(600));
+    assert_eq!(ok(&[("TRUXE_MAGIC_LINK_TTL", "300")]).sign_in.magic_link_ttl, Duration::from_secs(300));
+    for bad in ["0", "2d", "soon"] {
+        assert_one_error_naming(&[("TRUXE_MAGIC_LINK_TTL", bad)], "TRUXE_MAGIC_LINK_TTL");
+    }
+    assert_one_error_naming(&[("TRUXE_OPEN_SIGNUP", "perhaps")], "TRUXE_OPEN_SIGNUP");
+}
+
+#[test]
+fn oauth_variables() {
+    let c = ok(&[]);
+    assert_eq!(c.oauth.refresh_reuse_grace, Duration::from_secs(10));
+    assert_eq!(c.oauth.authorization_code_ttl, Duration::from_secs(600));
+    assert!(c.oauth.require_pkce && c.oauth.allow_refresh_token);
+    assert_eq!(ok(&[("TRUXE_REFRESH_REUSE_GRACE", "0")]).oauth.refresh_reuse_grace, Duration::ZERO);
+    assert_eq!(ok(&[("TRUXE_REFRESH_REUSE_GRACE", "1m")]).oauth.refresh_reuse_grace, Duration::from_secs(60));
+    for bad in ["6m", "soon", "-1"] {
+        assert_one_error_naming(&[("TRUXE_REFRESH_REUSE_GRACE", bad)], "TRUXE_REFRESH_REUSE_GRACE");
+    }
+    // Acted on since the authorization code flow landed (issue 4).
+    for name in
+        ["OAUTH_AUTHORIZATION_CODE_EXPIRY", "OAUTH_REQUIRE_PKCE", "OAUTH_ALLOW_REFRESH_TOKEN", "REFRESH_TOKEN_EXPIRY"]
+    {
+        assert!(!NOT_ACTED_ON.contains(&name), "{name}");
+    }
 }

@@ -1,8 +1,22 @@
 //! The HTTP layer: routes, shared state and middleware. Only actix code lives here.
 
+mod admin;
+mod authorize;
+mod consents;
+pub mod csrf;
+mod discovery;
+mod end_session;
 pub mod error;
 mod health;
+mod introspect;
+mod jwks;
+mod login;
+pub mod pages;
 pub mod request_id;
+mod revoke;
+pub mod session;
+mod token;
+mod userinfo;
 
 use std::sync::Arc;
 
@@ -23,11 +37,28 @@ pub struct AppState {
     pub admin_token: Secret<String>,
     /// HMAC key for client secrets at rest (table `server_secrets`), shared by every instance.
     pub client_secret_key: Secret<Vec<u8>>,
+    /// Signs session cookies and CSRF tokens; derived from `SESSION_SECRET` (see `http::session`).
+    pub session_key: Secret<Vec<u8>>,
+    /// HMAC key for magic-link tokens at rest (table `server_secrets`).
+    pub magic_link_key: Secret<Vec<u8>>,
+    /// Magic-link mail: SMTP, or the log in development.
+    pub mailer: Arc<crate::mail::Mailer>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    admin::routes(cfg);
+    login::routes(cfg);
     cfg.route("/health", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
+        // Resources (not bare routes) so that another method gets 405, not 404.
+        .service(web::resource("/.well-known/openid-configuration").get(discovery::openid_configuration))
+        .service(web::resource("/.well-known/oauth-authorization-server").get(discovery::oauth_authorization_server))
+        .service(web::resource("/oauth-provider/jwks").get(jwks::jwks))
+        .service(web::resource(authorize::AUTHORIZE_PATH).get(authorize::authorize_get).post(authorize::authorize_post))
+        .service(web::resource("/oauth-provider/userinfo").get(userinfo::userinfo_get).post(userinfo::userinfo_post))
+        .service(web::resource("/oauth-provider/token").post(token::token))
+        .service(web::resource("/oauth-provider/introspect").post(introspect::introspect))
+        .service(web::resource("/oauth-provider/revoke").post(revoke::revoke))
         .default_service(web::to(not_found));
 }
 

@@ -1,3 +1,4 @@
 //! Domain records shared by the protocol, service and storage layers.
 
 pub mod client;
+pub mod user;

@@ -10,10 +10,18 @@ use crate::secret::Secret;
 
 #[derive(Debug)]
 pub enum ClientCredentials {
-    Basic { client_id: String, secret: Secret<String> },
-    Post { client_id: String, secret: Secret<String> },
+    Basic {
+        client_id: String,
+        secret: Secret<String>,
+    },
+    Post {
+        client_id: String,
+        secret: Secret<String>,
+    },
     /// A public client identifies itself without a secret.
-    None { client_id: String },
+    None {
+        client_id: String,
+    },
 }
 
 impl ClientCredentials {
@@ -65,7 +73,9 @@ pub fn extract(authorization: Option<&str>, form: &Form) -> Result<ClientCredent
         return Err(OAuthError::invalid_client("client authentication is required"));
     };
     Ok(match form.get("client_secret") {
-        Some(secret) => ClientCredentials::Post { client_id: client_id.to_string(), secret: Secret::new(secret.to_string()) },
+        Some(secret) => {
+            ClientCredentials::Post { client_id: client_id.to_string(), secret: Secret::new(secret.to_string()) }
+        }
         None => ClientCredentials::None { client_id: client_id.to_string() },
     })
 }
@@ -128,7 +138,10 @@ mod tests {
         let both = Form::parse(b"client_id=cl_a&client_secret=cs_b").expect("form");
         assert_eq!(extract(Some(&basic("cl_a", "cs_b")), &both).expect_err("both").code, ErrorCode::InvalidRequest);
         let other_id = Form::parse(b"client_id=cl_other").expect("form");
-        assert_eq!(extract(Some(&basic("cl_a", "cs_b")), &other_id).expect_err("mismatch").code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            extract(Some(&basic("cl_a", "cs_b")), &other_id).expect_err("mismatch").code,
+            ErrorCode::InvalidRequest
+        );
         let empty = Form::parse(b"").expect("form");
         assert_eq!(extract(None, &empty).expect_err("missing").code, ErrorCode::InvalidClient);
         for header in ["Basic !!!", "Basic Y2xfYQ==", "Bearer abc", "Basic "] {

@@ -61,7 +61,11 @@ fn corrupt(client_id: &str, what: &str) -> StoreError {
 }
 
 impl Row {
-    fn into_client(self, redirect_uris: Vec<String>, post_logout_redirect_uris: Vec<String>) -> Result<Client, StoreError> {
+    fn into_client(
+        self,
+        redirect_uris: Vec<String>,
+        post_logout_redirect_uris: Vec<String>,
+    ) -> Result<Client, StoreError> {
         let id = self.client_id.clone();
         Ok(Client {
             token_endpoint_auth_method: AuthMethod::parse(&self.token_endpoint_auth_method)
@@ -145,10 +149,18 @@ fn attach(conn: &mut AnyConnection, rows: Vec<Row>) -> Result<Vec<Client>, Store
 pub fn find(conn: &mut AnyConnection, client_id: &str) -> Result<Option<Client>, StoreError> {
     let row: Option<Row> =
         clients::table.filter(clients::client_id.eq(client_id)).select(Row::as_select()).first(conn).optional()?;
-    match row {
-        Some(row) => Ok(attach(conn, vec![row])?.pop()),
-        None => Ok(None),
-    }
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    // `eq` rather than `attach`'s `eq_any`: a fixed statement that SQLite can keep prepared.
+    let all: Vec<(String, String)> = uris::table
+        .filter(uris::client_id.eq(client_id))
+        .select((uris::purpose, uris::uri))
+        .order((uris::purpose, uris::uri))
+        .load(conn)?;
+    let pick = |purpose: &str| all.iter().filter(|(p, _)| p == purpose).map(|(_, u)| u.clone()).collect::<Vec<_>>();
+    let (redirect, post_logout) = (pick(REDIRECT), pick(POST_LOGOUT));
+    row.into_client(redirect, post_logout).map(Some)
 }
 
 /// Clients ordered by id, after the `after` cursor.

@@ -2,11 +2,17 @@
 
 pub mod audit;
 pub mod clients;
+pub mod consents;
+pub mod grants;
+pub mod magic_links;
+pub mod mfa;
 pub mod migrations;
 pub mod redis;
 pub mod schema;
 pub mod server_secrets;
+pub mod sessions;
 pub mod signing_keys;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -159,7 +165,7 @@ pub fn connect(config: &DatabaseConfig) -> Result<Pool, StoreError> {
     if let AnyConnection::Sqlite(c) = &mut probe {
         // WAL persists in the file; switching needs an exclusive lock, so do it once, here,
         // before the pool opens its connections.
-        c.batch_execute("PRAGMA journal_mode = WAL;")?;
+        c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
     }
     drop(probe);
 
@@ -169,7 +175,13 @@ pub fn connect(config: &DatabaseConfig) -> Result<Pool, StoreError> {
         .min_idle(Some(config.pool_min.min(config.pool_max)))
         .idle_timeout(Some(config.idle_timeout.max(Duration::from_secs(1))))
         .connection_timeout(config.connection_timeout.max(Duration::from_millis(100)));
-    let builder = if is_sqlite { builder.connection_customizer(Box::new(SqlitePragmas)) } else { builder };
+    // A SQLite connection is a file handle that cannot go stale, so skip r2d2's `SELECT 1` on
+    // every checkout there; PostgreSQL keeps it, since a server restart breaks connections.
+    let builder = if is_sqlite {
+        builder.connection_customizer(Box::new(SqlitePragmas)).test_on_check_out(false)
+    } else {
+        builder
+    };
     // The probe proved the database answers; the pool fills its idle connections lazily.
     Ok(builder.build_unchecked(Manager { target }))
 }

@@ -40,6 +40,12 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        mfa_secret -> Nullable<Text>,
+        mfa_enabled -> Bool,
+        mfa_last_step -> Nullable<BigInt>,
+        mfa_failed_attempts -> Integer,
+        mfa_locked_until -> Nullable<BigInt>,
+        mfa_enrolled_at -> Nullable<BigInt>,
     }
 }
 
@@ -55,6 +61,7 @@ diesel::table! {
         revoked_at -> Nullable<BigInt>,
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+        mfa_pending -> Bool,
     }
 }
 
@@ -158,6 +165,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     audit_events,
     server_secrets,
+    mfa_recovery_codes,
+    magic_links,
 );
 
 diesel::table! {
@@ -167,3 +176,27 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::table! {
+    mfa_recovery_codes (user_id, code_hash) {
+        user_id -> Text,
+        code_hash -> Text,
+        created_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    magic_links (token_hash) {
+        token_hash -> Text,
+        email -> Text,
+        user_id -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        consumed_at -> Nullable<BigInt>,
+        return_to -> Nullable<Text>,
+        ip -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(mfa_recovery_codes -> users (user_id));

@@ -1,0 +1,9 @@
+DROP TABLE magic_links;
+DROP TABLE mfa_recovery_codes;
+ALTER TABLE users
+    DROP COLUMN mfa_enrolled_at,
+    DROP COLUMN mfa_locked_until,
+    DROP COLUMN mfa_failed_attempts,
+    DROP COLUMN mfa_last_step,
+    DROP COLUMN mfa_enabled,
+    DROP COLUMN mfa_secret;

@@ -1,0 +1,791 @@
+//! Client registration: the admin API and `truxectl clients`, on SQLite and PostgreSQL.
+
+use diesel::prelude::*;
+use reqwest::Method;
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+use truxe_server::model::client::{Client, ClientStatus};
+use truxe_server::service::clients as service;
+use truxe_server::store::{self, PooledConnection, schema, server_secrets};
+
+use crate::on_both_backends;
+use crate::support::process::{text, truxectl};
+use crate::support::{TestDb, TestServer, config_from};
+
+const ADMIN_TOKEN: &str = "adm_test_token_0123456789abcdefghijklmnop";
+const CLIENTS: &str = "/oauth-provider/clients";
+
+/// action, actor, subject, ip, request_id, details
+type AuditRow = (String, String, Option<String>, Option<String>, Option<String>, String);
+
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+    raw: String,
+}
+
+impl Reply {
+    fn field(&self) -> Option<&str> {
+        self.body["field"].as_str()
+    }
+}
+
+async fn send(server: &TestServer, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    let mut request = server.client.request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    reply(request).await
+}
+
+async fn reply(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let raw = response.text().await.expect("body");
+    let body = if raw.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {raw:?}"))
+    };
+    assert_eq!(headers.get(CACHE_CONTROL).and_then(|v| v.to_str().ok()), Some("no-store"), "{status} {raw}");
+    Reply { status, headers, body, raw }
+}
+
+async fn admin(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> Reply {
+    send(server, method, path, Some(ADMIN_TOKEN), body).await
+}
+
+async fn create(server: &TestServer, body: Value) -> Reply {
+    admin(server, Method::POST, CLIENTS, Some(body)).await
+}
+
+fn web_app(name: &str) -> Value {
+    json!({ "client_name": name, "redirect_uris": ["https://app.example.com/callback"] })
+}
+
+fn guide_example() -> Value {
+    json!({
+        "client_name": "Production App",
+        "redirect_uris": ["https://app.yourdomain.com/auth/callback", "https://yourdomain.com/auth/callback"],
+        "allowed_scopes": ["openid", "email", "profile"],
+        "require_pkce": true,
+        "require_consent": false,
+        "trusted": true,
+        "client_uri": "https://yourdomain.com",
+        "logo_uri": "https://yourdomain.com/logo.png",
+        "tos_uri": "https://yourdomain.com/terms",
+        "policy_uri": "https://yourdomain.com/privacy"
+    })
+}
+
+/// One connection held for the whole test (no pool threads opening and closing others beside it).
+fn connect(db: &TestDb) -> PooledConnection {
+    let vars = [("DATABASE_URL", db.url.as_str()), ("DATABASE_POOL_MIN", "0"), ("DATABASE_POOL_MAX", "1")];
+    let config = config_from(&vars, &db.dir);
+    store::connect(&config.database).expect("connect").get().expect("connection")
+}
+
+fn secret_key(conn: &mut PooledConnection) -> Vec<u8> {
+    server_secrets::load_or_create(conn, server_secrets::CLIENT_SECRET_HMAC_KEY, store::unix_now())
+        .expect("key")
+        .into_secret()
+}
+
+fn load(conn: &mut PooledConnection, client_id: &str) -> Client {
+    service::find(conn, client_id).expect("query").expect("client exists")
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_else(|| panic!("{key} missing in {value}"))
+}
+
+on_both_backends! {
+    async fn create_confidential_and_public_clients(backend: Backend) {
+        let server = TestServer::start(backend).await;
+
+        let created = create(&server, guide_example()).await;
+        assert_eq!(created.status, 201, "{}", created.raw);
+        let client_id = str_of(&created.body, "client_id").to_string();
+        let secret = str_of(&created.body, "client_secret").to_string();
+        assert!(client_id.starts_with("cl_") && client_id.len() >= 20, "{client_id}");
+        assert!(secret.starts_with("cs_") && secret.len() >= 40, "{secret}");
+        assert_eq!(
+            created.headers.get("location").and_then(|v| v.to_str().ok()),
+            Some(format!("{CLIENTS}/{client_id}").as_str())
+        );
+        let b = &created.body;
+        assert_eq!(b["client_name"], "Production App");
+        assert_eq!(b["redirect_uris"].as_array().map(Vec::len), Some(2));
+        assert_eq!(b["allowed_scopes"], json!(["email", "openid", "profile"]));
+        assert_eq!(b["grant_types"], json!(["authorization_code", "refresh_token"]));
+        assert_eq!(b["token_endpoint_auth_method"], "client_secret_basic");
+        assert_eq!((b["require_pkce"].clone(), b["require_consent"].clone(), b["trusted"].clone()), (json!(true), json!(false), json!(true)));
+        assert_eq!(b["logo_uri"], "https://yourdomain.com/logo.png");
+        assert_eq!(b["status"], "active");
+        assert!(b["created_at"].as_i64().is_some_and(|t| t > 1_700_000_000), "{b}");
+        assert!(b.get("secret_hash").is_none());
+
+        // The secret is shown once: never in later answers.
+        let shown = admin(&server, Method::GET, &format!("{CLIENTS}/{client_id}"), None).await;
+        assert_eq!(shown.status, 200);
+        assert!(shown.body.get("client_secret").is_none(), "{}", shown.raw);
+        assert!(!shown.raw.contains(&secret) && !shown.raw.contains("hash"), "{}", shown.raw);
+        let listed = admin(&server, Method::GET, CLIENTS, None).await;
+        assert!(!listed.raw.contains(&secret) && !listed.raw.contains("cs_"), "{}", listed.raw);
+
+        // Only a keyed hash is stored: the secret appears nowhere in the row.
+        let mut conn = connect(&server.db);
+        type Row = (String, Option<String>, Option<String>, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>, String);
+        let row: Row = schema::oauth_clients::table
+            .filter(schema::oauth_clients::client_id.eq(&client_id))
+            .select((
+                schema::oauth_clients::client_name,
+                schema::oauth_clients::secret_hash,
+                schema::oauth_clients::previous_secret_hash,
+                schema::oauth_clients::token_endpoint_auth_method,
+                schema::oauth_clients::grant_types,
+                schema::oauth_clients::allowed_scopes,
+                schema::oauth_clients::client_uri,
+                schema::oauth_clients::logo_uri,
+                schema::oauth_clients::tos_uri,
+                schema::oauth_clients::policy_uri,
+                schema::oauth_clients::status,
+            ))
+            .first(&mut conn)
+            .expect("row");
+        let stored_hash = row.1.clone().expect("a confidential client has a hash");
+        assert_ne!(stored_hash, secret);
+        assert_eq!(stored_hash.len(), 64, "hex HMAC-SHA256");
+        let secret_body = &secret[3..];
+        assert!(!format!("{row:?}").contains(secret_body), "{row:?}");
+        let key = secret_key(&mut conn);
+        assert_eq!(stored_hash, truxe_server::oauth::client_secret::hash(&key, &secret));
+        let client = load(&mut conn, &client_id);
+        assert!(service::authenticate_secret(&client, &key, &secret, store::unix_now()));
+        assert!(!service::authenticate_secret(&client, &key, "cs_wrong", store::unix_now()));
+
+        // Public client: no secret at all, PKCE forced.
+        let public = create(&server, json!({
+            "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example.com/cb"]
+        })).await;
+        assert_eq!(public.status, 201, "{}", public.raw);
+        assert!(public.body.get("client_secret").is_none(), "{}", public.raw);
+        assert_eq!(public.body["require_pkce"], true);
+        assert_eq!(public.body["token_endpoint_auth_method"], "none");
+        let public_client = load(&mut conn, str_of(&public.body, "client_id"));
+        assert_eq!(public_client.secret_hash, None);
+
+        // A service account: client_credentials by default when no redirect URI is given.
+        let service_account = create(&server, json!({ "client_name": "Billing", "allowed_scopes": ["openid"] })).await;
+        assert_eq!(service_account.status, 201, "{}", service_account.raw);
+        assert_eq!(service_account.body["grant_types"], json!(["client_credentials"]));
+
+        let refused = create(&server, json!({
+            "client_name": "SPA", "token_endpoint_auth_method": "none", "require_pkce": false,
+            "redirect_uris": ["https://spa.example.com/cb"]
+        })).await;
+        assert_eq!((refused.status, refused.field()), (400, Some("require_pkce")), "{}", refused.raw);
+    }
+
+    async fn list_is_paginated(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let created = create(&server, web_app(&format!("App {i}"))).await;
+            assert_eq!(created.status, 201, "{}", created.raw);
+            ids.push(str_of(&created.body, "client_id").to_string());
+        }
+        ids.sort();
+
+        let mut seen = Vec::new();
+        let mut path = format!("{CLIENTS}?limit=2");
+        let mut pages = 0;
+        loop {
+            let page = admin(&server, Method::GET, &path, None).await;
+            assert_eq!(page.status, 200, "{}", page.raw);
+            let clients = page.body["clients"].as_array().expect("clients").clone();
+            assert!(clients.len() <= 2);
+            seen.extend(clients.iter().map(|c| str_of(c, "client_id").to_string()));
+            pages += 1;
+            match page.body["next"].as_str() {
+                Some(next) => path = format!("{CLIENTS}?limit=2&after={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, ids, "every client once, in client_id order");
+
+        let all = admin(&server, Method::GET, CLIENTS, None).await;
+        assert_eq!(all.body["clients"].as_array().map(Vec::len), Some(5));
+        assert_eq!(all.body["next"], Value::Null);
+
+        for query in ["limit=0", "limit=201", "limit=abc", "after=x'--", "limit=1&limit=2", "page=2"] {
+            let bad = admin(&server, Method::GET, &format!("{CLIENTS}?{query}"), None).await;
+            assert_eq!(bad.status, 400, "{query}: {}", bad.raw);
+            assert_eq!(bad.body["error"], "invalid_request");
+            assert!(bad.field().is_some(), "{query}: {}", bad.raw);
+        }
+    }
+
+    async fn patch_applies_the_rules_to_the_merged_client(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let created = create(&server, guide_example()).await;
+        let id = str_of(&created.body, "client_id").to_string();
+        let path = format!("{CLIENTS}/{id}");
+
+        let patched = admin(&server, Method::PATCH, &path, Some(json!({
+            "client_name": "Renamed",
+            "redirect_uris": ["https://app.yourdomain.com/callback"],
+            "logo_uri": null,
+            "require_consent": true,
+        }))).await;
+        assert_eq!(patched.status, 200, "{}", patched.raw);
+        assert_eq!(patched.body["client_name"], "Renamed");
+        assert_eq!(patched.body["redirect_uris"], json!(["https://app.yourdomain.com/callback"]));
+        assert_eq!(patched.body["logo_uri"], Value::Null);
+        assert_eq!(patched.body["tos_uri"], "https://yourdomain.com/terms", "untouched fields stay");
+        assert_eq!(patched.body["require_consent"], true);
+        assert!(patched.body.get("client_secret").is_none());
+
+        // The deployment guide's own example sends JSON without a Content-Type (curl -d).
+        let guide_style = reply(
+            server.client.patch(server.url(&path)).bearer_auth(ADMIN_TOKEN)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(r#"{"redirect_uris": ["https://app.yourdomain.com/callback2"]}"#),
+        ).await;
+        assert_eq!(guide_style.status, 200, "{}", guide_style.raw);
+
+        let refused = [
+            (json!({ "redirect_uris": [] }), "redirect_uris"),
+            (json!({ "grant_types": ["refresh_token"] }), "grant_types"),
+            (json!({ "token_endpoint_auth_method": "none" }), "token_endpoint_auth_method"),
+            (json!({ "allowed_scopes": ["openid", "admin"] }), "allowed_scopes[1]"),
+            (json!({ "redirect_uris": ["https://ok.example/cb", "http://evil.example/cb"] }), "redirect_uris[1]"),
+            (json!({ "status": "paused" }), "status"),
+            (json!({ "client_name": null }), "client_name"),
+            (json!({ "colour": "red" }), "colour"),
+        ];
+        for (body, field) in refused {
+            let reply = admin(&server, Method::PATCH, &path, Some(body.clone())).await;
+            assert_eq!((reply.status, reply.field()), (400, Some(field)), "{body}: {}", reply.raw);
+            assert_eq!(reply.body["error"], "invalid_request");
+            assert!(reply.body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+        }
+        let unchanged = admin(&server, Method::GET, &path, None).await;
+        assert_eq!(unchanged.body["client_name"], "Renamed");
+        assert_eq!(unchanged.body["redirect_uris"], json!(["https://app.yourdomain.com/callback2"]));
+
+        // Suspension is a status change; the stored client says so.
+        let suspended = admin(&server, Method::PATCH, &path, Some(json!({ "status": "suspended" }))).await;
+        assert_eq!((suspended.status, suspended.body["status"].as_str()), (200, Some("suspended")), "{}", suspended.raw);
+        let mut conn = connect(&server.db);
+        let stored = load(&mut conn, &id);
+        assert_eq!(stored.status, ClientStatus::Suspended);
+        assert!(!stored.is_active());
+        let listed = admin(&server, Method::GET, CLIENTS, None).await;
+        assert_eq!(listed.body["clients"][0]["status"], "suspended");
+
+        let revoked = admin(&server, Method::PATCH, &path, Some(json!({ "status": "revoked" }))).await;
+        assert_eq!(revoked.status, 200);
+        let back = admin(&server, Method::PATCH, &path, Some(json!({ "status": "active" }))).await;
+        assert_eq!((back.status, back.field()), (400, Some("status")), "revoked is final: {}", back.raw);
+    }
+
+    async fn delete_then_not_found(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let created = create(&server, web_app("Doomed")).await;
+        let id = str_of(&created.body, "client_id").to_string();
+        let path = format!("{CLIENTS}/{id}");
+
+        let deleted = admin(&server, Method::DELETE, &path, None).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.raw);
+        assert!(deleted.raw.is_empty());
+        for (method, suffix, body) in [
+            (Method::GET, "", None),
+            (Method::DELETE, "", None),
+            (Method::PATCH, "", Some(json!({ "client_name": "x" }))),
+            (Method::POST, "/regenerate-secret", None),
+        ] {
+            let gone = admin(&server, method.clone(), &format!("{path}{suffix}"), body).await;
+            assert_eq!(gone.status, 404, "{method} {suffix}: {}", gone.raw);
+            assert_eq!(gone.body, json!({ "error": "not_found" }));
+        }
+        let mut conn = connect(&server.db);
+        assert!(service::find(&mut conn, &id).expect("query").is_none());
+    }
+
+    async fn regenerate_secret_with_and_without_grace(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let created = create(&server, web_app("Rotating")).await;
+        let id = str_of(&created.body, "client_id").to_string();
+        let first = str_of(&created.body, "client_secret").to_string();
+        let rotate = format!("{CLIENTS}/{id}/regenerate-secret");
+        let mut conn = connect(&server.db);
+        let key = secret_key(&mut conn);
+        let now = store::unix_now();
+
+        // No grace: the old secret stops working at once.
+        let rotated = admin(&server, Method::POST, &rotate, None).await;
+        assert_eq!(rotated.status, 200, "{}", rotated.raw);
+        assert_eq!(rotated.body["client_id"], id.as_str());
+        let second = str_of(&rotated.body, "client_secret").to_string();
+        assert!(second.starts_with("cs_") && second != first);
+        let client = load(&mut conn, &id);
+        assert!(service::authenticate_secret(&client, &key, &second, now));
+        assert!(!service::authenticate_secret(&client, &key, &first, now));
+
+        // With grace: both work until it ends, then only the new one.
+        let graced = admin(&server, Method::POST, &rotate, Some(json!({ "grace_seconds": 3600 }))).await;
+        assert_eq!(graced.status, 200, "{}", graced.raw);
+        let third = str_of(&graced.body, "client_secret").to_string();
+        let client = load(&mut conn, &id);
+        let until = client.previous_secret_expires_at.expect("grace recorded");
+        assert!((now + 3600..=store::unix_now() + 3600).contains(&until), "{until}");
+        assert!(service::authenticate_secret(&client, &key, &third, now));
+        assert!(service::authenticate_secret(&client, &key, &second, now));
+        assert!(service::authenticate_secret(&client, &key, &second, until - 1));
+        assert!(!service::authenticate_secret(&client, &key, &second, until));
+        assert!(service::authenticate_secret(&client, &key, &third, until + 1));
+        assert!(!service::authenticate_secret(&client, &key, &first, now));
+
+        for (body, field) in [
+            (json!({ "grace_seconds": 30 * 86_400 + 1 }), "grace_seconds"),
+            (json!({ "grace_seconds": -1 }), "grace_seconds"),
+            (json!({ "grace": 60 }), "grace"),
+        ] {
+            let refused = admin(&server, Method::POST, &rotate, Some(body.clone())).await;
+            assert_eq!((refused.status, refused.field()), (400, Some(field)), "{body}: {}", refused.raw);
+        }
+        let after_refusals = load(&mut conn, &id);
+        assert!(service::authenticate_secret(&after_refusals, &key, &third, now), "refusals change nothing");
+
+        let public = create(&server, json!({
+            "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example.com/cb"]
+        })).await;
+        let public_rotate = format!("{CLIENTS}/{}/regenerate-secret", str_of(&public.body, "client_id"));
+        let refused = admin(&server, Method::POST, &public_rotate, None).await;
+        assert_eq!(refused.status, 400, "a public client has no secret: {}", refused.raw);
+        assert!(refused.body.get("client_secret").is_none());
+    }
+
+    async fn admin_requests_need_the_token(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let created = create(&server, web_app("Guarded")).await;
+        let id = str_of(&created.body, "client_id").to_string();
+        let one = format!("{CLIENTS}/{id}");
+        let routes = [
+            (Method::POST, CLIENTS.to_string(), Some(web_app("Intruder"))),
+            (Method::GET, CLIENTS.to_string(), None),
+            (Method::GET, one.clone(), None),
+            (Method::PATCH, one.clone(), Some(json!({ "client_name": "Owned" }))),
+            (Method::DELETE, one.clone(), None),
+            (Method::POST, format!("{one}/regenerate-secret"), None),
+            (Method::GET, format!("{CLIENTS}/cl_unknown"), None),
+            (Method::PUT, CLIENTS.to_string(), None),
+        ];
+        let basic = format!("Basic {}", base64_encode(&format!("admin:{ADMIN_TOKEN}")));
+        let wrong_headers: [Option<String>; 6] = [
+            None,
+            Some("Bearer wrong-token".into()),
+            Some(format!("Bearer {ADMIN_TOKEN}x")),
+            Some(format!("Bearer {}", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1])),
+            Some(basic),
+            Some(ADMIN_TOKEN.to_string()),
+        ];
+        for (method, path, body) in &routes {
+            for header in &wrong_headers {
+                let mut request = server.client.request(method.clone(), server.url(path));
+                if let Some(header) = header {
+                    request = request.header("Authorization", header);
+                }
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                let denied = reply(request).await;
+                assert_eq!(denied.status, 401, "{method} {path} with {header:?}: {}", denied.raw);
+                assert_eq!(denied.body, json!({ "error": "unauthorized" }), "no detail leaks");
+                assert_eq!(denied.headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()), Some("Bearer"));
+            }
+        }
+        let still = admin(&server, Method::GET, &one, None).await;
+        assert_eq!((still.status, still.body["client_name"].as_str()), (200, Some("Guarded")));
+        let listed = admin(&server, Method::GET, CLIENTS, None).await;
+        assert_eq!(listed.body["clients"].as_array().map(Vec::len), Some(1), "nothing was created");
+
+        // Authenticated but unsupported method: a JSON 405, not a 500.
+        let put = admin(&server, Method::PUT, CLIENTS, None).await;
+        assert_eq!(put.status, 405, "{}", put.raw);
+    }
+
+    async fn malformed_bodies_are_clean_400s(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let post = |body: &'static str, content_type: &'static str| {
+            server.client.post(server.url(CLIENTS)).bearer_auth(ADMIN_TOKEN).header(CONTENT_TYPE, content_type).body(body)
+        };
+        for (body, content_type) in [
+            ("{", "application/json"),
+            ("", "application/json"),
+            ("[1, 2]", "application/json"),
+            ("\"client\"", "application/json"),
+            ("null", "application/json"),
+            (r#"{"client_name": "x"}}"#, "application/json"),
+            (r#"{"client_name": "x"}"#, "text/plain"),
+            (r#"{"client_name": "x"}"#, "multipart/form-data; boundary=x"),
+            ("client_name=x", "application/x-www-form-urlencoded"),
+            ("\u{0}\u{1}\u{2}", "application/json"),
+        ] {
+            let refused = reply(post(body, content_type)).await;
+            assert_eq!(refused.status, 400, "{body:?} as {content_type}: {}", refused.raw);
+            assert_eq!(refused.body["error"], "invalid_request");
+            assert!(refused.body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+        }
+        for (body, field) in [
+            (json!({ "client_name": "x", "redirect_uris": ["https://a.example/cb"], "client_secret": "cs_mine" }), "client_secret"),
+            (json!({ "client_name": "x", "redirect_uris": "https://a.example/cb" }), "redirect_uris"),
+            (json!({ "client_name": 42 }), "client_name"),
+            (json!({ "client_name": "x", "trusted": "yes" }), "trusted"),
+            (json!({ "redirect_uris": ["https://a.example/cb"] }), "client_name"),
+            (json!({ "client_name": "x".repeat(201), "redirect_uris": ["https://a.example/cb"] }), "client_name"),
+        ] {
+            let refused = create(&server, body.clone()).await;
+            assert_eq!((refused.status, refused.field()), (400, Some(field)), "{body}: {}", refused.raw);
+        }
+
+        // 100 KiB: refused before parsing, as JSON.
+        let huge = json!({ "client_name": "x".repeat(100 * 1024) }).to_string();
+        let too_large = reply(server.client.post(server.url(CLIENTS)).bearer_auth(ADMIN_TOKEN)
+            .header(CONTENT_TYPE, "application/json").body(huge.clone())).await;
+        assert_eq!(too_large.status, 413, "{}", too_large.raw);
+        assert_eq!(too_large.body["error"], "invalid_request");
+        // Also when the length is not announced (chunked).
+        let base = server.base_url.clone();
+        let (status, raw) = tokio::task::spawn_blocking(move || chunked_post(&base, CLIENTS, huge.as_bytes())).await.expect("join");
+        assert_eq!(status, 413, "{raw}");
+        assert!(raw.contains("invalid_request"), "{raw}");
+
+        let listed = admin(&server, Method::GET, CLIENTS, None).await;
+        assert_eq!(listed.body["clients"].as_array().map(Vec::len), Some(0), "nothing was created");
+    }
+
+    async fn redirect_uri_rules(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let cases: [(&str, Option<&str>); 14] = [
+            ("https://app.example.com/cb#section", Some("fragment")),
+            ("/callback", Some("absolute")),
+            ("callback", Some("absolute")),
+            ("http://app.example.com/callback", Some("loopback")),
+            ("http://192.168.1.10/callback", Some("loopback")),
+            ("https://*.example.com/callback", Some("wildcard")),
+            ("javascript:alert(1)", Some("scheme")),
+            ("https://user:pass@app.example.com/cb", Some("credentials")),
+            ("https://app.example.com/callback", None),
+            ("com.example.app:/oauth2redirect", None),
+            ("http://127.0.0.1:53682/callback", None),
+            ("http://[::1]:8080/callback", None),
+            ("http://localhost:3000/callback", None),
+            ("https://app.example.com:8443/cb?tenant=a", None),
+        ];
+        for (uri, refused) in cases {
+            let reply = create(&server, json!({
+                "client_name": "Native", "redirect_uris": ["https://first.example/cb", uri]
+            })).await;
+            match refused {
+                Some(why) => {
+                    assert_eq!((reply.status, reply.field()), (400, Some("redirect_uris[1]")), "{uri}: {}", reply.raw);
+                    let description = reply.body["error_description"].as_str().unwrap_or_default();
+                    assert!(description.contains(why), "{uri}: {description}");
+                }
+                None => {
+                    assert_eq!(reply.status, 201, "{uri}: {}", reply.raw);
+                    assert_eq!(reply.body["redirect_uris"][1], uri, "kept exactly as written");
+                }
+            }
+        }
+        let too_many: Vec<String> = (0..21).map(|i| format!("https://app.example.com/cb/{i}")).collect();
+        let reply = create(&server, json!({ "client_name": "Many", "redirect_uris": too_many })).await;
+        assert_eq!((reply.status, reply.field()), (400, Some("redirect_uris")), "{}", reply.raw);
+        let long = format!("https://app.example.com/{}", "a".repeat(2048));
+        let reply = create(&server, json!({ "client_name": "Long", "redirect_uris": [long] })).await;
+        assert_eq!((reply.status, reply.field()), (400, Some("redirect_uris[0]")), "{}", reply.raw);
+    }
+
+    async fn scopes_come_from_the_configured_set(backend: Backend) {
+        let server = TestServer::start_with(backend, &[("TRUXE_SCOPES", "orders:read,orders:write")]).await;
+        let ok = create(&server, json!({ "client_name": "Orders", "allowed_scopes": ["orders:read", "orders:write"] })).await;
+        assert_eq!(ok.status, 201, "{}", ok.raw);
+        assert_eq!(ok.body["allowed_scopes"], json!(["orders:read", "orders:write"]));
+        let refused = create(&server, json!({ "client_name": "Orders", "allowed_scopes": ["orders:read", "orders:delete"] })).await;
+        assert_eq!((refused.status, refused.field()), (400, Some("allowed_scopes[1]")), "{}", refused.raw);
+        assert!(refused.raw.contains("orders:delete"));
+
+        let plain = TestServer::start(backend).await;
+        let refused = create(&plain, json!({ "client_name": "Orders", "allowed_scopes": ["orders:read"] })).await;
+        assert_eq!((refused.status, refused.field()), (400, Some("allowed_scopes[0]")), "{}", refused.raw);
+    }
+
+    async fn hostile_client_ids_are_plain_404s(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let created = create(&server, web_app("Survivor")).await;
+        let id = str_of(&created.body, "client_id").to_string();
+        let ten_kb = format!("cl_{}", "a".repeat(10 * 1024));
+        let hostile = [
+            "cl_x'%20OR%20'1'='1".to_string(),
+            "cl_x';%20DROP%20TABLE%20oauth_clients;--".to_string(),
+            "%00".to_string(),
+            "cl_%00".to_string(),
+            format!("{id}%00"),
+            ten_kb,
+            "cl_%E2%80%AE".to_string(),
+            "cl_%FF%FE".to_string(),
+            "..%2F..%2Fhealth".to_string(),
+            "cl_".to_string(),
+            "CL_abc".to_string(),
+        ];
+        for bad in &hostile {
+            for (method, suffix, body) in [
+                (Method::GET, "", None),
+                (Method::PATCH, "", Some(json!({ "client_name": "x" }))),
+                (Method::DELETE, "", None),
+                (Method::POST, "/regenerate-secret", None),
+            ] {
+                let path = format!("{CLIENTS}/{bad}{suffix}");
+                let reply = admin(&server, method.clone(), &path, body).await;
+                assert_eq!(reply.status, 404, "{method} {}: {}", &path[..path.len().min(80)], reply.raw);
+                assert_eq!(reply.body, json!({ "error": "not_found" }));
+            }
+        }
+        let still = admin(&server, Method::GET, &format!("{CLIENTS}/{id}"), None).await;
+        assert_eq!(still.status, 200, "the table is intact");
+        let listed = admin(&server, Method::GET, CLIENTS, None).await;
+        assert_eq!(listed.body["clients"].as_array().map(Vec::len), Some(1));
+    }
+
+    async fn writes_leave_audit_events(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let created = create(&server, web_app("Audited")).await;
+        let id = str_of(&created.body, "client_id").to_string();
+        let secret = str_of(&created.body, "client_secret").to_string();
+        let path = format!("{CLIENTS}/{id}");
+        assert_eq!(admin(&server, Method::PATCH, &path, Some(json!({ "client_name": "Audited 2" }))).await.status, 200);
+        let rotated = admin(&server, Method::POST, &format!("{path}/regenerate-secret"), Some(json!({ "grace_seconds": 60 }))).await;
+        let new_secret = str_of(&rotated.body, "client_secret").to_string();
+        // A refused change writes nothing.
+        assert_eq!(admin(&server, Method::PATCH, &path, Some(json!({ "redirect_uris": [] }))).await.status, 400);
+        assert_eq!(admin(&server, Method::DELETE, &path, None).await.status, 204);
+
+        let mut conn = connect(&server.db);
+        use schema::audit_events as a;
+        let rows: Vec<AuditRow> = a::table
+            .filter(a::client_id.eq(&id))
+            .order((a::occurred_at, a::event_id))
+            .select((a::action, a::actor, a::subject, a::ip, a::request_id, a::details))
+            .load(&mut conn)
+            .expect("audit rows");
+        let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(actions, ["client.created", "client.updated", "client.secret_rotated", "client.deleted"]);
+        for (action, actor, subject, ip, request_id, details) in &rows {
+            assert_eq!(actor, "admin", "{action}");
+            assert_eq!(subject.as_deref(), Some(id.as_str()));
+            assert_eq!(ip.as_deref(), Some("127.0.0.1"), "{action}");
+            assert!(request_id.as_deref().is_some_and(|r| !r.is_empty()), "{action}");
+            assert!(!details.contains(&secret[3..]) && !details.contains(&new_secret[3..]), "{action}: {details}");
+            assert!(serde_json::from_str::<Value>(details).is_ok(), "{details}");
+        }
+        assert!(rows[1].5.contains("client_name"), "{}", rows[1].5);
+        assert!(rows[2].5.contains("\"grace_seconds\":60"), "{}", rows[2].5);
+    }
+
+    async fn truxectl_on_the_database(backend: Backend) {
+        let db = TestDb::new(backend);
+        db.migrate();
+        let mut conn = connect(&db);
+        let cwd = db.dir.path();
+        let ctl = |args: &[&str]| truxectl(cwd, &[], &[&["clients"][..], args, &["--database-url", db.url.as_str()]].concat());
+
+        let created = json_output(&ctl(&["create", "--name", "CLI App", "--redirect-uri", "https://cli.example.com/cb",
+            "--scope", "openid profile", "--trusted", "--json"]));
+        let id = str_of(&created, "client_id").to_string();
+        let secret = str_of(&created, "client_secret").to_string();
+        assert!(id.starts_with("cl_") && secret.starts_with("cs_"), "{created}");
+        assert_eq!(created["allowed_scopes"], json!(["openid", "profile"]));
+        assert_eq!(created["trusted"], true);
+
+        // The secret works against the same key the server will use.
+        let key = secret_key(&mut conn);
+        assert!(service::authenticate_secret(&load(&mut conn, &id), &key, &secret, store::unix_now()));
+
+        let shown = json_output(&ctl(&["show", &id, "--json"]));
+        assert_eq!(shown["client_name"], "CLI App");
+        assert!(shown.get("client_secret").is_none());
+        let listed = json_output(&ctl(&["list", "--json"]));
+        assert_eq!(listed["clients"].as_array().map(Vec::len), Some(1));
+        let table = ctl(&["list"]);
+        assert!(table.status.success() && text(&table).contains("CLIENT_ID") && text(&table).contains(&id), "{}", text(&table));
+
+        assert_eq!(json_output(&ctl(&["disable", &id, "--json"]))["status"], "suspended");
+        assert_eq!(load(&mut conn, &id).status, ClientStatus::Suspended);
+        assert_eq!(json_output(&ctl(&["enable", &id, "--json"]))["status"], "active");
+        let updated = json_output(&ctl(&["update", &id, "--name", "CLI App 2", "--logo-uri", "https://cli.example.com/logo.png", "--json"]));
+        assert_eq!((updated["client_name"].as_str(), updated["logo_uri"].as_str()), (Some("CLI App 2"), Some("https://cli.example.com/logo.png")));
+
+        // Dangerous commands need --yes without a terminal, and then change nothing.
+        let refused = ctl(&["rotate-secret", &id]);
+        assert!(!refused.status.success() && text(&refused).contains("--yes"), "{}", text(&refused));
+        assert!(service::authenticate_secret(&load(&mut conn, &id), &key, &secret, store::unix_now()));
+        let rotated = json_output(&ctl(&["rotate-secret", &id, "--grace", "1h", "--yes", "--json"]));
+        let new_secret = str_of(&rotated, "client_secret").to_string();
+        let client = load(&mut conn, &id);
+        assert!(service::authenticate_secret(&client, &key, &new_secret, store::unix_now()));
+        assert!(service::authenticate_secret(&client, &key, &secret, store::unix_now()), "within the hour of grace");
+
+        let refused = ctl(&["delete", &id]);
+        assert!(!refused.status.success() && text(&refused).contains("--yes"), "{}", text(&refused));
+        assert!(service::find(&mut conn, &id).expect("query").is_some(), "nothing deleted");
+        let deleted = json_output(&ctl(&["delete", &id, "--yes", "--json"]));
+        assert_eq!(deleted["deleted"], id.as_str());
+        let missing = ctl(&["show", &id]);
+        assert!(!missing.status.success() && text(&missing).contains("no client"), "{}", text(&missing));
+
+        // Validation errors are the server's, readable, with a non-zero exit.
+        let invalid = ctl(&["create", "--name", "Bad", "--redirect-uri", "http://evil.example.com/cb"]);
+        assert!(!invalid.status.success());
+        let message = text(&invalid);
+        assert!(message.contains("redirect_uris[0]") && message.contains("loopback"), "{message}");
+        assert!(!message.contains("panicked"), "{message}");
+        let no_terminal = ctl(&["create"]);
+        assert!(!no_terminal.status.success() && text(&no_terminal).contains("--name"), "{}", text(&no_terminal));
+
+        // Text output of create names the secret once and says to store it.
+        let text_create = ctl(&["create", "--name", "Text", "--redirect-uri", "https://t.example.com/cb"]);
+        assert!(text_create.status.success(), "{}", text(&text_create));
+        let out = text(&text_create);
+        assert!(out.contains("client_secret") && out.contains("cs_") && out.contains("Store this client secret now"), "{out}");
+
+        // Changes made from the CLI are audited as such.
+        use schema::audit_events as a;
+        let actors: Vec<String> = a::table.filter(a::client_id.eq(&id)).select(a::actor).load(&mut conn).expect("audit");
+        assert!(actors.len() >= 5 && actors.iter().all(|a| a == "cli"), "{actors:?}");
+    }
+
+    async fn truxectl_through_the_admin_api(backend: Backend) {
+        let server = TestServer::start(backend).await;
+        let url = server.base_url.clone();
+        let cwd = tempfile::tempdir().expect("tmp");
+        let run = {
+            let url = url.clone();
+            let cwd = cwd.path().to_path_buf();
+            move |env: Vec<(&'static str, String)>, args: Vec<String>| {
+                let url = url.clone();
+                let cwd = cwd.clone();
+                tokio::task::spawn_blocking(move || {
+                    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let mut full: Vec<&str> = vec!["clients"];
+                    full.extend(args.iter().map(String::as_str));
+                    full.extend(["--url", url.as_str()]);
+                    truxectl(&cwd, &env, &full)
+                })
+            }
+        };
+        let token_env = || vec![("ADMIN_TOKEN", ADMIN_TOKEN.to_string())];
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+        let created = run(token_env(), args(&["create", "--name", "Remote", "--redirect-uri", "https://r.example.com/cb", "--json"]))
+            .await.expect("join");
+        let created = json_output(&created);
+        let id = str_of(&created, "client_id").to_string();
+        let secret = str_of(&created, "client_secret").to_string();
+        let mut conn = connect(&server.db);
+        let key = secret_key(&mut conn);
+        assert!(service::authenticate_secret(&load(&mut conn, &id), &key, &secret, store::unix_now()));
+
+        // --admin-token instead of the environment.
+        let listed = run(vec![], args(&["list", "--json", "--admin-token", ADMIN_TOKEN])).await.expect("join");
+        assert_eq!(json_output(&listed)["clients"][0]["client_id"], id.as_str());
+        let shown = json_output(&run(token_env(), args(&["show", &id, "--json"])).await.expect("join"));
+        assert_eq!(shown["client_name"], "Remote");
+        assert!(shown.get("client_secret").is_none());
+
+        let disabled = json_output(&run(token_env(), args(&["disable", &id, "--json"])).await.expect("join"));
+        assert_eq!(disabled["status"], "suspended");
+        let enabled = json_output(&run(token_env(), args(&["enable", &id, "--json"])).await.expect("join"));
+        assert_eq!(enabled["status"], "active");
+
+        // The embedded default's token file in the data directory.
+        let data_dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(data_dir.path().join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("write token");
+        let data_env = vec![("TRUXE_DATA_DIR", data_dir.path().display().to_string())];
+        let shown = run(data_env, args(&["show", &id, "--json"])).await.expect("join");
+        assert_eq!(json_output(&shown)["client_id"], id.as_str());
+
+        let wrong = run(vec![("ADMIN_TOKEN", "adm_wrong".into())], args(&["list"])).await.expect("join");
+        assert!(!wrong.status.success() && text(&wrong).contains("401"), "{}", text(&wrong));
+        let invalid = run(token_env(), args(&["create", "--name", "Bad", "--redirect-uri", "https://a.example/cb#x"])).await.expect("join");
+        assert!(!invalid.status.success() && text(&invalid).contains("redirect_uris[0]"), "{}", text(&invalid));
+
+        let rotated = json_output(&run(token_env(), args(&["rotate-secret", &id, "--yes", "--json"])).await.expect("join"));
+        let new_secret = str_of(&rotated, "client_secret").to_string();
+        let client = load(&mut conn, &id);
+        assert!(service::authenticate_secret(&client, &key, &new_secret, store::unix_now()));
+        assert!(!service::authenticate_secret(&client, &key, &secret, store::unix_now()));
+
+        let refused = run(token_env(), args(&["delete", &id])).await.expect("join");
+        assert!(!refused.status.success() && text(&refused).contains("--yes"), "{}", text(&refused));
+        assert!(service::find(&mut conn, &id).expect("query").is_some(), "nothing deleted");
+        let deleted = run(token_env(), args(&["delete", &id, "--yes"])).await.expect("join");
+        assert!(deleted.status.success(), "{}", text(&deleted));
+        let missing = run(token_env(), args(&["show", &id])).await.expect("join");
+        assert!(!missing.status.success() && text(&missing).contains("no client"), "{}", text(&missing));
+    }
+}
+
+fn json_output(output: &std::process::Output) -> Value {
+    assert!(output.status.success(), "truxectl failed ({}):\n{}", output.status, text(output));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(output)))
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// POSTs `body` with `Transfer-Encoding: chunked` (no Content-Length) over a raw socket, writing
+/// on another thread while reading, since the server may answer before it has read everything.
+fn chunked_post(base_url: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address = base_url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(4096) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // The server may stop reading once the limit is passed; write errors are expected then.
+    let sender = std::thread::spawn(move || drop(writer.write_all(&request)));
+    let mut response = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(_) if !response.is_empty() => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    drop(sender.join());
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}

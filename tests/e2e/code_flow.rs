@@ -1,0 +1,1078 @@
+//! The authorization code flow end to end on both backends, without a browser: a signed-in
+//! session, consent, the code exchange (confidential and public PKCE clients), ID tokens checked
+//! against the JWKS, userinfo, refresh-token rotation and reuse, single-use codes (also under
+//! concurrency), revocation, consents and RP-initiated logout.
+//!
+//! The helpers here (a signed-in [`Agent`], client registration, the authorize round trip) are
+//! shared with `authorize.rs`.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::prelude::*;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION};
+use serde_json::{Value, json};
+use truxe_server::http::session::derive_key;
+use truxe_server::oauth::client_secret::hmac_sha256;
+use truxe_server::oauth::pkce;
+use truxe_server::secret::Secret;
+use truxe_server::service::sessions::{self as session_service, Origin};
+use truxe_server::service::users::{self as user_service, NewUser};
+use truxe_server::store::grants::{self as grant_store, AuthorizationCode};
+use truxe_server::store::schema::{oauth_tokens, sessions};
+use truxe_server::store::{self, unix_now};
+
+use crate::on_both_backends;
+use crate::support::agent::forms;
+use crate::support::process::{text, truxectl};
+use crate::support::{Backend, TestServer, config_from, test_key};
+use crate::tokens::{ISSUER, Registered, basic, form, introspect, jwks, machine_client, post_form, register};
+
+pub const SESSION_SECRET: &str = "test-session-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+pub const CALLBACK: &str = "https://app.example.com/callback";
+pub const VERIFIER: &str = "code-flow-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+/// A server for sign-in tests: a known session secret, API scopes, no rate limits.
+pub async fn flow_server(backend: Backend, extra: &[(&str, &str)]) -> TestServer {
+    let mut vars = vec![
+        ("SESSION_SECRET", SESSION_SECRET),
+        ("TRUXE_SCOPES", "orders:read,orders:write"),
+        ("RATE_LIMIT_ENABLED", "false"),
+    ];
+    vars.extend_from_slice(extra);
+    TestServer::start_with(backend, &vars).await
+}
+
+pub fn pool(server: &TestServer) -> store::Pool {
+    let config = config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
+    store::connect(&config.database).expect("connect to the server's database")
+}
+
+/// A user with a display name; returns the user id.
+pub fn create_user(server: &TestServer, email: &str) -> String {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    let new = NewUser { email: email.into(), display_name: Some("Ada Lovelace".into()), email_verified: true };
+    user_service::create(&mut conn, &new, "test", unix_now()).expect("user").user_id
+}
+
+/// A web application: confidential (Basic), sign-in with refresh tokens, a logout URI.
+pub async fn web_app(server: &TestServer) -> Registered {
+    register(
+        server,
+        json!({
+            "client_name": "Orders Web",
+            "redirect_uris": [CALLBACK, "http://127.0.0.1:8080/cb"],
+            "post_logout_redirect_uris": ["https://app.example.com/signed-out"],
+            "allowed_scopes": ["openid", "email", "profile", "offline_access", "orders:read"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "logo_uri": "https://app.example.com/logo.png",
+            "policy_uri": "https://app.example.com/privacy",
+        }),
+    )
+    .await
+}
+
+/// A single-page or native application: public, PKCE, refresh tokens.
+pub async fn spa(server: &TestServer) -> Registered {
+    register(
+        server,
+        json!({
+            "client_name": "Orders SPA",
+            "redirect_uris": ["http://127.0.0.1:5173/callback"],
+            "allowed_scopes": ["openid", "email", "offline_access"],
+            "token_endpoint_auth_method": "none",
+        }),
+    )
+    .await
+}
+
+/// A browser: keeps cookies (the session cookie can be planted), never follows redirects.
+pub struct Agent {
+    pub client: reqwest::Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
+    pub base: String,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> &str {
+        self.headers.get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The query parameters of the redirect.
+    pub fn redirect_params(&self) -> Vec<(String, String)> {
+        let url = url::Url::parse(self.location()).unwrap_or_else(|_| panic!("not an absolute redirect: {self:?}"));
+        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.redirect_params().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// An error page: 4xx HTML, and certainly no redirect.
+    #[track_caller]
+    pub fn assert_error_page(&self, context: &str) {
+        assert!(self.status.is_client_error(), "{context}: {} {}", self.status, self.body);
+        assert!(self.headers.get(LOCATION).is_none(), "{context}: redirected to {}", self.location());
+        assert!(
+            self.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html")),
+            "{context}: not an HTML page"
+        );
+    }
+
+    /// A redirect to `redirect_uri` with `error` (and `iss`, RFC 9207).
+    #[track_caller]
+    pub fn assert_error_redirect(&self, redirect_uri: &str, error: &str, context: &str) {
+        assert_eq!(self.status, StatusCode::SEE_OTHER, "{context}: {}", self.body);
+        assert!(self.location().starts_with(&format!("{redirect_uri}?")), "{context}: {}", self.location());
+        assert_eq!(self.param("error").as_deref(), Some(error), "{context}: {}", self.location());
+        assert!(self.param("error_description").is_some(), "{context}");
+        assert_eq!(self.param("iss").as_deref(), Some(ISSUER), "{context}");
+        assert!(self.param("code").is_none(), "{context}");
+    }
+}
+
+impl std::fmt::Debug for Page {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} {}", self.status, self.headers.get(LOCATION), self.body)
+    }
+}
+
+impl Agent {
+    pub fn new(server: &TestServer) -> Self {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Agent { client, jar, base: server.base_url.clone() }
+    }
+
+    /// A browser signed in as `user_id` (a server-side session and its signed cookie, as the
+    /// magic link would leave them); returns it with the session's hash.
+    pub fn signed_in(server: &TestServer, user_id: &str) -> (Self, String) {
+        let agent = Self::new(server);
+        let hash = agent.sign_in(server, user_id);
+        (agent, hash)
+    }
+
+    pub fn sign_in(&self, server: &TestServer, user_id: &str) -> String {
+        let pool = pool(server);
+        let mut conn = pool.get().expect("connection");
+        let user = user_service::get(&mut conn, user_id).expect("user");
+        let id = session_service::start(&mut conn, &user, &["email"], false, 3600, &Origin::default(), unix_now())
+            .expect("session");
+        let key = derive_key(&Secret::new(SESSION_SECRET.to_string()));
+        let mac = URL_SAFE_NO_PAD.encode(hmac_sha256(key.secret(), id.secret().as_bytes()));
+        let url = url::Url::parse(&self.base).expect("base url");
+        self.jar.add_cookie_str(&format!("truxe_session={}.{mac}; Path=/", id.secret()), &url);
+        session_service::session_hash(id.secret())
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("body");
+        assert!(!status.is_server_error(), "a {status}:\n{body}");
+        Page { status, headers, body }
+    }
+
+    fn absolute(&self, path: &str) -> String {
+        if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        Self::page(self.client.get(self.absolute(path)).send().await.expect("GET")).await
+    }
+
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        Self::page(self.client.post(self.absolute(path)).form(fields).send().await.expect("POST")).await
+    }
+
+    /// Submits the form of `page` that has the button labelled `button` (with its name/value),
+    /// `overrides` replacing or adding fields.
+    pub async fn submit(&self, page: &Page, button: &str, overrides: &[(&str, &str)]) -> Page {
+        let form = forms(&page.body)
+            .into_iter()
+            .find(|f| f.buttons.iter().any(|(_, _, text)| text == button))
+            .unwrap_or_else(|| panic!("no form with a {button:?} button:\n{}", page.body));
+        let mut fields = form.fields.clone();
+        for (name, value) in overrides {
+            fields.retain(|(n, _)| n != name);
+            fields.push((name.to_string(), value.to_string()));
+        }
+        if let Some((Some(name), value, _)) = form.buttons.iter().find(|(_, _, text)| text == button) {
+            fields.push((name.clone(), value.clone().unwrap_or_default()));
+        }
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.post(&form.action, &pairs).await
+    }
+}
+
+/// `/oauth-provider/authorize?…` with `params` (url-encoded).
+pub fn authorize_path(params: &[(&str, &str)]) -> String {
+    format!("/oauth-provider/authorize?{}", form(params))
+}
+
+/// A complete, valid request of `client` for `scope`, PKCE with [`VERIFIER`].
+pub fn request_params<'a>(client: &'a Registered, redirect_uri: &'a str, scope: &'a str) -> Vec<(&'a str, String)> {
+    vec![
+        ("response_type", "code".into()),
+        ("client_id", client.client_id.clone()),
+        ("redirect_uri", redirect_uri.into()),
+        ("scope", scope.into()),
+        ("state", "af0ifjsldkj".into()),
+        ("nonce", "n-0S6_WzA2Mj".into()),
+        ("code_challenge", pkce::s256_challenge(VERIFIER)),
+        ("code_challenge_method", "S256".into()),
+    ]
+}
+
+pub fn path_of(params: &[(&str, String)]) -> String {
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    authorize_path(&pairs)
+}
+
+/// Authorize (allowing on the consent page when it shows) and return the code.
+pub async fn authorize_code(agent: &Agent, client: &Registered, redirect_uri: &str, scope: &str) -> String {
+    let page = agent.get(&path_of(&request_params(client, redirect_uri, scope))).await;
+    let done = if page.status == StatusCode::OK {
+        assert!(page.body.contains("Allow") && page.body.contains("Deny"), "{}", page.body);
+        agent.submit(&page, "Allow", &[]).await
+    } else {
+        page
+    };
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert!(done.location().starts_with(&format!("{redirect_uri}?")), "{}", done.location());
+    assert_eq!(done.param("state").as_deref(), Some("af0ifjsldkj"));
+    assert_eq!(done.param("iss").as_deref(), Some(ISSUER));
+    done.param("code").unwrap_or_else(|| panic!("no code: {}", done.location()))
+}
+
+/// The token endpoint's answer: status and JSON.
+pub struct TokenAnswer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+/// POST /oauth-provider/token for `client`, authenticated its registered way.
+pub async fn token(server: &TestServer, client: &Registered, pairs: &[(&str, &str)]) -> TokenAnswer {
+    let (authorization, mut all) = client.credentials();
+    all.extend_from_slice(pairs);
+    let answer = post_form(server, "/oauth-provider/token", authorization.as_deref(), form(&all)).await;
+    assert!(answer.status < 500, "{}", answer.text);
+    TokenAnswer { status: answer.status, body: answer.body, headers: answer.headers }
+}
+
+pub async fn exchange(server: &TestServer, client: &Registered, code: &str, redirect_uri: &str) -> TokenAnswer {
+    token(
+        server,
+        client,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
+pub async fn refresh(
+    server: &TestServer,
+    client: &Registered,
+    refresh_token: &str,
+    scope: Option<&str>,
+) -> TokenAnswer {
+    let mut pairs = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+    if let Some(scope) = scope {
+        pairs.push(("scope", scope));
+    }
+    token(server, client, &pairs).await
+}
+
+#[track_caller]
+pub fn assert_grant_error(answer: &TokenAnswer, error: &str, context: &str) {
+    assert_eq!(answer.status, 400, "{context}: {}", answer.body);
+    assert_eq!(answer.body["error"], error, "{context}: {}", answer.body);
+    assert_eq!(answer.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{context}");
+}
+
+/// The payload of a JWT, unverified (for private claims).
+pub fn payload(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("json")
+}
+
+/// Verifies an ID token the way a relying party does (OIDC Core §3.1.3.7) and returns its claims.
+pub fn verify_id_token(id_token: &str, set: &JwkSet, client_id: &str, nonce: &str, access_token: &str) -> Value {
+    truxe_server::jwt::install_provider().expect("the OpenSSL provider is the one in use");
+    let header = jsonwebtoken::decode_header(id_token).expect("a JWS header");
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    let jwk = set.find(header.kid.as_deref().expect("kid")).expect("the kid is in the JWKS");
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[client_id]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    let key = DecodingKey::from_jwk(jwk).expect("key");
+    let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation).expect("the ID token verifies").claims;
+    assert_eq!(claims["nonce"], nonce);
+    assert_eq!(claims["azp"], client_id);
+    let digest = openssl::sha::sha256(access_token.as_bytes());
+    assert_eq!(claims["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]), "at_hash");
+    assert_eq!(claims["amr"], json!(["email"]));
+    let now = unix_now();
+    let auth_time = claims["auth_time"].as_i64().expect("auth_time");
+    assert!((now - 60..=now).contains(&auth_time), "auth_time {auth_time}");
+    claims
+}
+
+pub async fn userinfo_get(server: &TestServer, bearer: Option<&str>) -> (u16, HeaderMap, Value) {
+    let mut request = server.client.get(server.url("/oauth-provider/userinfo"));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("userinfo");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    assert!(status < 500);
+    (status, headers, body)
+}
+
+fn challenge(headers: &HeaderMap) -> String {
+    headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+fn set_rotated_at(server: &TestServer, rotated_at: i64) {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    diesel::update(oauth_tokens::table.filter(oauth_tokens::rotated_at.is_not_null()))
+        .set(oauth_tokens::rotated_at.eq(rotated_at))
+        .execute(&mut conn)
+        .expect("update");
+}
+
+// ---------------------------------------------------------------------------------------------
+
+on_both_backends! {
+    async fn code_flow_confidential_client(backend: Backend) {
+        confidential_client_on(backend).await
+    }
+    async fn code_flow_public_pkce_client(backend: Backend) {
+        public_client_on(backend).await
+    }
+    async fn code_flow_single_use_codes(backend: Backend) {
+        single_use_codes_on(backend).await
+    }
+    async fn code_flow_concurrent_redemption_exactly_one_wins(backend: Backend) {
+        concurrent_redemption_on(backend).await
+    }
+    async fn code_flow_bad_exchanges(backend: Backend) {
+        bad_exchanges_on(backend).await
+    }
+    async fn code_flow_refresh_rotation_and_reuse(backend: Backend) {
+        refresh_rotation_on(backend).await
+    }
+    async fn code_flow_userinfo_errors(backend: Backend) {
+        userinfo_errors_on(backend).await
+    }
+    async fn code_flow_consents_and_revocation(backend: Backend) {
+        consents_on(backend).await
+    }
+    async fn code_flow_rp_initiated_logout(backend: Backend) {
+        logout_on(backend).await
+    }
+}
+
+async fn confidential_client_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
+    // The consent page names the application, shows its logo and the scopes in words.
+    let scope = "openid email profile offline_access";
+    let consent = agent.get(&path_of(&request_params(&app, CALLBACK, scope))).await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
+    for expected in ["Orders Web", "https://app.example.com/logo.png", "See your email address", "Stay signed in"] {
+        assert!(consent.body.contains(expected), "{expected}: {}", consent.body);
+    }
+    assert!(consent.body.contains("ada@example.org"));
+    assert_eq!(consent.headers.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
+    let allowed = agent.submit(&consent, "Allow", &[]).await;
+    assert_eq!(allowed.status, StatusCode::SEE_OTHER, "{allowed:?}");
+    let code = allowed.param("code").expect("code");
+    assert_eq!(code.len(), 43, "256 bits, base64url");
+    assert_eq!(allowed.param("state").as_deref(), Some("af0ifjsldkj"));
+    assert_eq!(allowed.param("iss").as_deref(), Some(ISSUER));
+
+    let answer = exchange(&server, &app, &code, CALLBACK).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let body = &answer.body;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["scope"], "email offline_access openid profile");
+    let access_token = body["access_token"].as_str().expect("access_token");
+    let refresh_token = body["refresh_token"].as_str().expect("refresh_token (offline_access)");
+    assert_eq!(refresh_token.len(), 43);
+
+    let set = jwks(&server).await;
+    let (header, claims) = crate::tokens::verify_with_jwks(access_token, &set, ISSUER);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(claims.sub, user_id);
+    assert_eq!(claims.client_id, app.client_id);
+    let private = payload(access_token);
+    assert!(private["gid"].as_str().is_some_and(|g| g.starts_with("grt_")), "{private}");
+    assert!(private["auth_time"].is_i64());
+
+    let id_claims = verify_id_token(
+        body["id_token"].as_str().expect("id_token"),
+        &set,
+        &app.client_id,
+        "n-0S6_WzA2Mj",
+        access_token,
+    );
+    assert_eq!(id_claims["sub"], user_id);
+    assert_eq!(id_claims["email"], "ada@example.org");
+    assert_eq!(id_claims["email_verified"], true);
+    assert_eq!(id_claims["name"], "Ada Lovelace");
+    assert_eq!(id_claims["exp"].as_i64().expect("exp") - id_claims["iat"].as_i64().expect("iat"), 900);
+
+    // userinfo: GET with the header, POST with the header or the form body.
+    let (status, _, info) = userinfo_get(&server, Some(access_token)).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(
+        info,
+        json!({ "sub": user_id, "email": "ada@example.org", "email_verified": true, "name": "Ada Lovelace" })
+    );
+    let posted = post_form(&server, "/oauth-provider/userinfo", None, form(&[("access_token", access_token)])).await;
+    assert_eq!((posted.status, &posted.body), (200, &info));
+    let posted =
+        post_form(&server, "/oauth-provider/userinfo", Some(&format!("Bearer {access_token}")), String::new()).await;
+    assert_eq!((posted.status, &posted.body), (200, &info));
+
+    // Introspection by the resource server (any confidential client).
+    let api = machine_client(&server, "client_secret_basic").await;
+    let active = introspect(&server, &api, access_token).await;
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["sub"], user_id);
+
+    // Refresh: new pair, the ID token again (OIDC Core §12.2), a narrower scope on request.
+    let refreshed = refresh(&server, &app, refresh_token, Some("openid email")).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(refreshed.body["scope"], "email openid");
+    let new_refresh = refreshed.body["refresh_token"].as_str().expect("rotated");
+    assert_ne!(new_refresh, refresh_token);
+    let new_access = refreshed.body["access_token"].as_str().expect("access token");
+    let refreshed_id = payload(refreshed.body["id_token"].as_str().expect("id_token on refresh"));
+    assert_eq!(refreshed_id["sub"], user_id);
+    assert_eq!(refreshed_id["auth_time"], id_claims["auth_time"], "auth_time is the original sign-in's");
+    assert!(refreshed_id.get("nonce").is_none());
+    // The rotated token still carries the whole grant: the narrowing applied to one access token.
+    let again = refresh(&server, &app, new_refresh, None).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["scope"], "email offline_access openid profile");
+    let widen =
+        refresh(&server, &app, again.body["refresh_token"].as_str().expect("rt"), Some("openid orders:read")).await;
+    assert_grant_error(&widen, "invalid_scope", "refreshing never widens the scope");
+    assert_eq!(introspect(&server, &api, new_access).await["active"], true);
+
+    // Another authorization with the same scopes: the consent on record skips the page.
+    let params = request_params(&app, CALLBACK, "openid email");
+    let direct = agent.get(&path_of(&params)).await;
+    assert_eq!(direct.status, StatusCode::SEE_OTHER, "no consent page: {direct:?}");
+    assert!(direct.param("code").is_some());
+    // …unless the client asks for it with prompt=consent.
+    let mut forced = params.clone();
+    forced.push(("prompt", "consent".into()));
+    assert_eq!(agent.get(&path_of(&forced)).await.status, StatusCode::OK);
+
+    // The audit trail has the whole story, without any token value.
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    use truxe_server::store::schema::audit_events as a;
+    let events: Vec<(String, String)> =
+        a::table.select((a::action, a::details)).order(a::occurred_at).load(&mut conn).expect("audit");
+    let actions: Vec<&str> = events.iter().map(|(action, _)| action.as_str()).collect();
+    for expected in ["consent.granted", "authorization.granted", "token.issued"] {
+        assert!(actions.contains(&expected), "{expected}: {actions:?}");
+    }
+    for (_, details) in &events {
+        for secret in [code.as_str(), access_token, refresh_token, new_refresh] {
+            assert!(!details.contains(secret), "a token value in the audit log: {details}");
+        }
+    }
+}
+
+async fn public_client_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "grace@example.org");
+    let client = spa(&server).await;
+    assert_eq!(client.method, "none");
+    assert!(client.secret.is_empty());
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let redirect = "http://127.0.0.1:5173/callback";
+
+    // Without offline_access an OpenID Connect request gets no refresh token.
+    let code = authorize_code(&agent, &client, redirect, "openid email").await;
+    let answer = exchange(&server, &client, &code, redirect).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.get("refresh_token").is_none(), "{}", answer.body);
+    let access_token = answer.body["access_token"].as_str().expect("access token");
+    let set = jwks(&server).await;
+    let id_claims = verify_id_token(
+        answer.body["id_token"].as_str().expect("id token"),
+        &set,
+        &client.client_id,
+        "n-0S6_WzA2Mj",
+        access_token,
+    );
+    assert!(id_claims.get("name").is_none(), "no profile scope");
+    let (status, _, info) = userinfo_get(&server, Some(access_token)).await;
+    assert_eq!((status, info), (200, json!({ "sub": user_id, "email": "grace@example.org", "email_verified": true })));
+
+    // offline_access is a new scope: the consent page again, then a refresh token.
+    let code = authorize_code(&agent, &client, redirect, "openid offline_access").await;
+    let answer = exchange(&server, &client, &code, redirect).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let refresh_token = answer.body["refresh_token"].as_str().expect("refresh token");
+    let refreshed = refresh(&server, &client, refresh_token, None).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+
+    // A public client must not present a secret it does not have, nor skip PKCE.
+    let code = authorize_code(&agent, &client, redirect, "openid").await;
+    let no_verifier =
+        token(&server, &client, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", redirect)])
+            .await;
+    assert_grant_error(&no_verifier, "invalid_grant", "PKCE verifier missing");
+    let with_secret = post_form(
+        &server,
+        "/oauth-provider/token",
+        None,
+        form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("code_verifier", VERIFIER),
+            ("client_id", &client.client_id),
+            ("client_secret", "cs_guess"),
+        ]),
+    )
+    .await;
+    assert_eq!(with_secret.status, 401, "{}", with_secret.text);
+    assert_eq!(with_secret.body["error"], "invalid_client");
+    // The code survived both refusals (nothing was redeemed).
+    assert_eq!(exchange(&server, &client, &code, redirect).await.status, 200);
+}
+
+async fn single_use_codes_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let api = machine_client(&server, "client_secret_basic").await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let first = exchange(&server, &app, &code, CALLBACK).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let access_token = first.body["access_token"].as_str().expect("access token");
+    let refresh_token = first.body["refresh_token"].as_str().expect("refresh token");
+    assert_eq!(introspect(&server, &api, access_token).await["active"], true);
+
+    // A second redemption fails and revokes what the first one issued.
+    let second = exchange(&server, &app, &code, CALLBACK).await;
+    assert_grant_error(&second, "invalid_grant", "second redemption");
+    assert_eq!(introspect(&server, &api, access_token).await, json!({ "active": false }));
+    assert_grant_error(&refresh(&server, &app, refresh_token, None).await, "invalid_grant", "refresh after replay");
+    let (status, headers, _) = userinfo_get(&server, Some(access_token)).await;
+    assert_eq!(status, 401);
+    assert!(challenge(&headers).contains("invalid_token"));
+}
+
+async fn concurrent_redemption_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    for round in 0..2 {
+        let code = authorize_code(&agent, &app, CALLBACK, "openid").await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (client, url, authorization) =
+                (server.client.clone(), server.url("/oauth-provider/token"), basic(&app.client_id, &app.secret));
+            let body = form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CALLBACK),
+                ("code_verifier", VERIFIER),
+            ]);
+            tasks.push(tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("Authorization", authorization)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("token");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.expect("json");
+                (status, body)
+            }));
+        }
+        let mut wins = 0;
+        for task in tasks {
+            let (status, body) = task.await.expect("task");
+            match status {
+                200 => wins += 1,
+                400 => assert_eq!(body["error"], "invalid_grant", "{body}"),
+                other => panic!("round {round}: {other} {body}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one redemption wins");
+    }
+}
+
+async fn bad_exchanges_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let other = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
+    let code = authorize_code(&agent, &app, CALLBACK, "openid").await;
+    let wrong_verifier = token(
+        &server,
+        &app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", "another-verifier-0123456789-abcdefghijklmnopqrstuvwxyz"),
+        ],
+    )
+    .await;
+    assert_grant_error(&wrong_verifier, "invalid_grant", "wrong code_verifier");
+    for (uri, context) in [
+        ("https://app.example.com/callback/", "trailing slash"),
+        ("https://APP.example.com/callback", "case"),
+        ("https://app.example.com:443/callback", "port"),
+        ("https://app.example.com/callback?x=1", "query"),
+        ("http://127.0.0.1:8080/cb", "the other registered URI"),
+    ] {
+        assert_grant_error(&exchange(&server, &app, &code, uri).await, "invalid_grant", context);
+    }
+    let missing_uri =
+        token(&server, &app, &[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER)])
+            .await;
+    assert_grant_error(&missing_uri, "invalid_request", "two registered URIs: redirect_uri is required");
+    // Another client's code (and nothing burned by it).
+    assert_grant_error(&exchange(&server, &other, &code, CALLBACK).await, "invalid_grant", "other client's code");
+    for bad in ["", "x", "not a code", &"A".repeat(10 * 1024), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let answer = exchange(&server, &app, bad, CALLBACK).await;
+        let expected = if bad.is_empty() { "invalid_request" } else { "invalid_grant" };
+        assert_grant_error(&answer, expected, &format!("code {bad:.20}"));
+    }
+    assert_eq!(exchange(&server, &app, &code, CALLBACK).await.status, 200, "the code still works");
+
+    // Expired, and bound to no PKCE challenge: rows written as the endpoint would.
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    let now = unix_now();
+    let row = |code: &str, expires_at: i64, challenge: Option<String>| AuthorizationCode {
+        code_hash: truxe_server::service::authorize::token_hash(code),
+        client_id: app.client_id.clone(),
+        user_id: user_id.clone(),
+        redirect_uri: CALLBACK.into(),
+        scope: "openid".into(),
+        code_challenge_method: challenge.as_ref().map(|_| "S256".to_string()),
+        code_challenge: challenge,
+        nonce: None,
+        auth_time: now - 10,
+        amr: "email".into(),
+        created_at: now - 700,
+        expires_at,
+        consumed_at: None,
+        grant_id: None,
+    };
+    let expired = "expiredcode0123456789abcdefghijklmnopqrstuv";
+    grant_store::insert_code(&mut conn, &row(expired, now - 1, Some(pkce::s256_challenge(VERIFIER)))).expect("insert");
+    assert_grant_error(&exchange(&server, &app, expired, CALLBACK).await, "invalid_grant", "expired code");
+    let no_pkce = "nopkcecode0123456789abcdefghijklmnopqrstuvw";
+    grant_store::insert_code(&mut conn, &row(no_pkce, now + 600, None)).expect("insert");
+    assert_grant_error(
+        &exchange(&server, &app, no_pkce, CALLBACK).await,
+        "invalid_grant",
+        "verifier without challenge",
+    );
+    let without =
+        token(&server, &app, &[("grant_type", "authorization_code"), ("code", no_pkce), ("redirect_uri", CALLBACK)])
+            .await;
+    assert_eq!(without.status, 200, "a confidential client's code without PKCE: {}", without.body);
+
+    // A client registered without the grant, and a missing code.
+    let machine = machine_client(&server, "client_secret_post").await;
+    assert_grant_error(&exchange(&server, &machine, &code, CALLBACK).await, "unauthorized_client", "machine client");
+    let missing = token(&server, &app, &[("grant_type", "authorization_code"), ("redirect_uri", CALLBACK)]).await;
+    assert_grant_error(&missing, "invalid_request", "code missing");
+    let repeated = post_form(
+        &server,
+        "/oauth-provider/token",
+        Some(&basic(&app.client_id, &app.secret)),
+        "grant_type=authorization_code&code=a&code=b",
+    )
+    .await;
+    assert_eq!((repeated.status, repeated.body["error"].as_str()), (400, Some("invalid_request")));
+}
+
+async fn refresh_rotation_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let other = web_app(&server).await;
+    let api = machine_client(&server, "client_secret_basic").await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let first = exchange(&server, &app, &code, CALLBACK).await;
+    let rt1 = first.body["refresh_token"].as_str().expect("refresh token").to_string();
+
+    assert_grant_error(&refresh(&server, &other, &rt1, None).await, "invalid_grant", "another client's refresh token");
+    assert_grant_error(
+        &refresh(&server, &app, "unknown-refresh-token-0123456789", None).await,
+        "invalid_grant",
+        "unknown",
+    );
+
+    let second = refresh(&server, &app, &rt1, None).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let rt2 = second.body["refresh_token"].as_str().expect("rotated").to_string();
+    // Within the grace window (10 s by default) the old token works again: a lost response retried.
+    let retry = refresh(&server, &app, &rt1, None).await;
+    assert_eq!(retry.status, 200, "retry within the grace: {}", retry.body);
+    let rt3 = retry.body["refresh_token"].as_str().expect("rotated").to_string();
+    let access = retry.body["access_token"].as_str().expect("access token").to_string();
+    assert_eq!(introspect(&server, &api, &access).await["active"], true);
+
+    // After the grace the same reuse is a replay: the whole family is revoked.
+    set_rotated_at(&server, unix_now() - 60);
+    assert_grant_error(&refresh(&server, &app, &rt1, None).await, "invalid_grant", "reuse after the grace");
+    for (token, context) in [(&rt2, "sibling"), (&rt3, "newest")] {
+        assert_grant_error(&refresh(&server, &app, token, None).await, "invalid_grant", context);
+    }
+    assert_eq!(introspect(&server, &api, &access).await, json!({ "active": false }), "access token of the family");
+
+    // No grace at all: the first reuse revokes.
+    let strict = flow_server(backend, &[("TRUXE_REFRESH_REUSE_GRACE", "0")]).await;
+    let user_id = create_user(&strict, "ada@example.org");
+    let app = web_app(&strict).await;
+    let (agent, _) = Agent::signed_in(&strict, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&strict, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let rt2 = refresh(&strict, &app, &rt1, None).await.body["refresh_token"].as_str().expect("rt").to_string();
+    assert_grant_error(&refresh(&strict, &app, &rt1, None).await, "invalid_grant", "reuse without grace");
+    assert_grant_error(&refresh(&strict, &app, &rt2, None).await, "invalid_grant", "family revoked");
+
+    // Expired refresh tokens and servers that turned refresh tokens off.
+    let off = flow_server(backend, &[("OAUTH_ALLOW_REFRESH_TOKEN", "false")]).await;
+    let user_id = create_user(&off, "ada@example.org");
+    let app = web_app(&off).await;
+    let (agent, _) = Agent::signed_in(&off, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let answer = exchange(&off, &app, &code, CALLBACK).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.get("refresh_token").is_none(), "{}", answer.body);
+    assert_eq!(answer.body["scope"], "openid", "offline_access is dropped, not refused");
+    assert_grant_error(&refresh(&off, &app, &rt1, None).await, "unsupported_grant_type", "refresh turned off");
+    let (_, metadata) = off.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(metadata["grant_types_supported"], json!(["authorization_code", "client_credentials"]));
+
+    let short = flow_server(backend, &[("REFRESH_TOKEN_EXPIRY", "1s")]).await;
+    let user_id = create_user(&short, "ada@example.org");
+    let app = web_app(&short).await;
+    let (agent, _) = Agent::signed_in(&short, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt = exchange(&short, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_grant_error(&refresh(&short, &app, &rt, None).await, "invalid_grant", "expired refresh token");
+}
+
+async fn userinfo_errors_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
+    let (status, headers, _) = userinfo_get(&server, None).await;
+    assert_eq!((status, challenge(&headers).as_str()), (401, r#"Bearer realm="truxe""#), "no token: no error code");
+    let (status, headers, _) = userinfo_get(&server, Some("garbage")).await;
+    assert_eq!(status, 401);
+    assert!(challenge(&headers).contains(r#"error="invalid_token""#), "{}", challenge(&headers));
+
+    let code = authorize_code(&agent, &app, CALLBACK, "openid email").await;
+    let token_answer = exchange(&server, &app, &code, CALLBACK).await;
+    let access_token = token_answer.body["access_token"].as_str().expect("at");
+
+    // Not in the query (RFC 6750 §2.3 is not offered), not twice.
+    let query = server
+        .client
+        .get(server.url(&format!("/oauth-provider/userinfo?access_token={access_token}")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(query.status().as_u16(), 400);
+    let both = post_form(
+        &server,
+        "/oauth-provider/userinfo",
+        Some(&format!("Bearer {access_token}")),
+        form(&[("access_token", access_token)]),
+    )
+    .await;
+    assert_eq!(both.status, 400);
+    assert!(both.headers.get("www-authenticate").is_some());
+
+    // A machine token has no openid scope: insufficient_scope.
+    let machine = machine_client(&server, "client_secret_basic").await;
+    let machine_token = crate::tokens::token_for(&server, &machine, &[]).await;
+    let (status, headers, _) = userinfo_get(&server, Some(&machine_token)).await;
+    assert_eq!(status, 403);
+    assert!(challenge(&headers).contains(r#"error="insufficient_scope""#));
+
+    // A token without openid (plain OAuth): refused the same way.
+    let code = authorize_code(&agent, &app, CALLBACK, "orders:read").await;
+    let oauth_only = exchange(&server, &app, &code, CALLBACK).await;
+    assert!(oauth_only.body.get("id_token").is_none());
+    assert!(oauth_only.body.get("refresh_token").is_some(), "plain OAuth: refresh per client registration");
+    let (status, _, _) = userinfo_get(&server, Some(oauth_only.body["access_token"].as_str().expect("at"))).await;
+    assert_eq!(status, 403);
+
+    // A disabled user's tokens stop working.
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    user_service::set_status(&mut conn, &user_id, truxe_server::model::user::UserStatus::Disabled, "test", unix_now())
+        .expect("disable");
+    let (status, headers, _) = userinfo_get(&server, Some(access_token)).await;
+    assert_eq!(status, 401);
+    assert!(challenge(&headers).contains("invalid_token"));
+
+    // An expired token.
+    let expired = crate::tokens::forge(
+        &crate::support::test_key_pem(),
+        test_key().kid(),
+        json!({
+            "iss": ISSUER, "sub": user_id, "aud": ISSUER, "exp": unix_now() - 5, "iat": unix_now() - 905,
+            "jti": "0123456789abcdef0123456789abcdef", "client_id": app.client_id, "scope": "openid",
+        }),
+    );
+    let (status, headers, _) = userinfo_get(&server, Some(&expired)).await;
+    assert_eq!(status, 401);
+    assert!(challenge(&headers).contains("invalid_token"));
+}
+
+async fn consents_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let api = machine_client(&server, "client_secret_basic").await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
+    let code = authorize_code(&agent, &app, CALLBACK, "openid email offline_access").await;
+    let answer = exchange(&server, &app, &code, CALLBACK).await;
+    let (access, refresh_token) = (
+        answer.body["access_token"].as_str().expect("at").to_string(),
+        answer.body["refresh_token"].as_str().expect("rt").to_string(),
+    );
+
+    // Revocation of a refresh token (RFC 7009) revokes its grant: refresh and access tokens.
+    let revoked = post_form(
+        &server,
+        "/oauth-provider/revoke",
+        Some(&basic(&app.client_id, &app.secret)),
+        form(&[("token", &refresh_token), ("token_type_hint", "refresh_token")]),
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert_grant_error(&refresh(&server, &app, &refresh_token, None).await, "invalid_grant", "revoked");
+    assert_eq!(introspect(&server, &api, &access).await["active"], false);
+    // Another client cannot revoke it; unknown ones are fine.
+    let code = authorize_code(&agent, &app, CALLBACK, "openid email offline_access").await;
+    let answer = exchange(&server, &app, &code, CALLBACK).await;
+    let (access, refresh_token) = (
+        answer.body["access_token"].as_str().expect("at").to_string(),
+        answer.body["refresh_token"].as_str().expect("rt").to_string(),
+    );
+    let foreign = post_form(
+        &server,
+        "/oauth-provider/revoke",
+        Some(&basic(&api.client_id, &api.secret)),
+        form(&[("token", &refresh_token)]),
+    )
+    .await;
+    assert_eq!(foreign.status, 400, "{}", foreign.text);
+    assert_eq!(introspect(&server, &api, &refresh_token).await, json!({ "active": false }), "refresh tokens");
+
+    // The account page lists the consent with a Withdraw button (CSRF-protected).
+    let home = agent.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("Orders Web") && home.body.contains("Withdraw"), "{}", home.body);
+    let forged = agent.post("/login/consents", &[("client_id", &app.client_id)]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&server, &app, &refresh_token, None).await.status, 200, "nothing withdrawn");
+
+    // The CLI lists it and withdraws it: the client's tokens for the user stop working.
+    let cwd = server.db.dir.path();
+    let url = server.db.url.clone();
+    let listed = truxectl(cwd, &[], &["users", "consents", "ada@example.org", "--json", "--database-url", &url]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed["consents"][0]["client_id"], app.client_id);
+    assert_eq!(listed["consents"][0]["client_name"], "Orders Web");
+    assert_eq!(listed["consents"][0]["scope"], "email offline_access openid");
+    let refused =
+        truxectl(cwd, &[], &["users", "consents", &user_id, "--revoke", &app.client_id, "--database-url", &url]);
+    assert!(!refused.status.success(), "asks first: {}", text(&refused));
+    let withdrawn = truxectl(
+        cwd,
+        &[],
+        &["users", "consents", &user_id, "--revoke", &app.client_id, "--yes", "--json", "--database-url", &url],
+    );
+    assert!(withdrawn.status.success(), "{}", text(&withdrawn));
+    let withdrawn: Value = serde_json::from_slice(&withdrawn.stdout).expect("json");
+    assert_eq!(withdrawn["consent_withdrawn"], true);
+    assert!(withdrawn["grants_revoked"].as_u64().expect("count") >= 1);
+    assert_eq!(introspect(&server, &api, &access).await["active"], false);
+    let table = truxectl(cwd, &[], &["users", "consents", &user_id, "--database-url", &url]);
+    assert!(text(&table).contains("has not allowed any application"), "{}", text(&table));
+
+    // Asked again next time; withdrawn from the account page this time.
+    let code = authorize_code(&agent, &app, CALLBACK, "openid").await;
+    let at = exchange(&server, &app, &code, CALLBACK).await.body["access_token"].as_str().expect("at").to_string();
+    let home = agent.get("/").await;
+    let done = agent.submit(&home, "Withdraw", &[]).await;
+    assert_eq!((done.status, done.location()), (StatusCode::SEE_OTHER, "/"));
+    assert!(!agent.get("/").await.body.contains("Withdraw"));
+    assert_eq!(introspect(&server, &api, &at).await["active"], false);
+}
+
+async fn logout_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, session_hash) = Agent::signed_in(&server, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid").await;
+    let id_token = exchange(&server, &app, &code, CALLBACK).await.body["id_token"].as_str().expect("id").to_string();
+    let bye = "https://app.example.com/signed-out";
+
+    // Discovery names the end-session endpoint.
+    let (_, metadata) = server.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(metadata["end_session_endpoint"], format!("{ISSUER}/logout"));
+
+    // Invalid requests: error pages, never a redirect.
+    let bad = [
+        (form(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", "https://evil.example/")]), "unregistered"),
+        (form(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", &format!("{bye}/"))]), "trailing slash"),
+        (form(&[("post_logout_redirect_uri", bye)]), "no client"),
+        (form(&[("id_token_hint", "a.b.c"), ("post_logout_redirect_uri", bye)]), "garbage hint"),
+        (form(&[("client_id", "cl_unknown"), ("post_logout_redirect_uri", bye)]), "unknown client"),
+    ];
+    for (query, context) in &bad {
+        agent.get(&format!("/logout?{query}")).await.assert_error_page(context);
+    }
+    // A hint signed by another key, and one for another client than client_id says.
+    let stranger = truxe_server::keys::SigningKey::generate(truxe_server::keys::Algorithm::RS256, 2048).expect("key");
+    let forged = truxe_server::jwt::TokenKeys::new(&stranger)
+        .expect("keys")
+        .encode_id_token(&json!({ "iss": ISSUER, "sub": user_id, "aud": app.client_id, "exp": 1, "iat": 0 }))
+        .expect("forged");
+    agent.get(&format!("/logout?{}", form(&[("id_token_hint", &forged)]))).await.assert_error_page("foreign key");
+    let other = spa(&server).await;
+    let mismatch = form(&[("id_token_hint", &id_token), ("client_id", &other.client_id)]);
+    agent.get(&format!("/logout?{mismatch}")).await.assert_error_page("client_id mismatch");
+
+    // The real thing: an expired hint is fine; the user confirms; back to the app with state.
+    let expired_hint = truxe_server::jwt::TokenKeys::new(test_key())
+        .expect("keys")
+        .encode_id_token(&json!({ "iss": ISSUER, "sub": user_id, "aud": app.client_id, "exp": 1, "iat": 0 }))
+        .expect("hint");
+    let query = form(&[("id_token_hint", &expired_hint), ("post_logout_redirect_uri", bye), ("state", "xyz 1")]);
+    let confirm = agent.get(&format!("/logout?{query}")).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(confirm.body.contains("Orders Web") && confirm.body.contains("ada@example.org"), "{}", confirm.body);
+    let no_csrf = agent.post("/logout", &[("post_logout_redirect_uri", bye), ("client_id", &app.client_id)]).await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let tampered = agent.submit(&confirm, "Sign out", &[("post_logout_redirect_uri", "https://evil.example/")]).await;
+    tampered.assert_error_page("tampered confirmation");
+    let done = agent.submit(&confirm, "Sign out", &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
+    assert_eq!(done.location(), format!("{bye}?state=xyz+1"));
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    let revoked: Option<i64> = sessions::table
+        .filter(sessions::session_hash.eq(&session_hash))
+        .select(sessions::revoked_at)
+        .first(&mut conn)
+        .expect("session row");
+    assert!(revoked.is_some(), "the session ended");
+    assert_eq!(agent.get("/").await.status, StatusCode::SEE_OTHER, "signed out");
+
+    // client_id alone, without a redirect: "Signed out".
+    agent.sign_in(&server, &user_id);
+    let confirm = agent.get(&format!("/logout?{}", form(&[("client_id", &app.client_id)]))).await;
+    let done = agent.submit(&confirm, "Sign out", &[]).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(done.body.contains("Signed out"), "{}", done.body);
+}
+
+#[tokio::test]
+async fn code_flow_discovery_lists_what_works() {
+    let server = flow_server(Backend::Sqlite, &[]).await;
+    let (status, metadata) = server.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(status, 200);
+    for (member, path) in [
+        ("authorization_endpoint", "/oauth-provider/authorize"),
+        ("token_endpoint", "/oauth-provider/token"),
+        ("userinfo_endpoint", "/oauth-provider/userinfo"),
+        ("end_session_endpoint", "/logout"),
+    ] {
+        assert_eq!(metadata[member], format!("{ISSUER}{path}"), "{member}");
+    }
+    assert_eq!(metadata["response_types_supported"], json!(["code"]));
+    assert_eq!(metadata["response_modes_supported"], json!(["query"]));
+    assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(metadata["subject_types_supported"], json!(["public"]));
+    assert_eq!(metadata["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    assert_eq!(metadata["grant_types_supported"], json!(["authorization_code", "refresh_token", "client_credentials"]));
+    assert_eq!(metadata["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(metadata["request_uri_parameter_supported"], false);
+    assert_eq!(metadata["prompt_values_supported"], json!(["none", "login", "consent"]));
+    for claim in ["sub", "email", "email_verified", "name", "auth_time", "amr", "nonce", "at_hash"] {
+        assert!(metadata["claims_supported"].as_array().expect("claims").contains(&json!(claim)), "{claim}");
+    }
+    let oauth = server.get_json("/.well-known/oauth-authorization-server").await.1;
+    assert_eq!(oauth, metadata);
+    // Every advertised endpoint answers on this server.
+    for member in ["authorization_endpoint", "userinfo_endpoint", "end_session_endpoint"] {
+        let path = metadata[member].as_str().expect("url").trim_start_matches(ISSUER).to_string();
+        let response = server.client.get(server.url(&path)).send().await.expect("get");
+        assert!(
+            response.status().as_u16() != 404 && response.status().as_u16() < 500,
+            "{member}: {}",
+            response.status()
+        );
+    }
+}

@@ -1,0 +1,908 @@
+//! Machine-to-machine tokens: client_credentials, JWT access tokens and the JWKS, discovery,
+//! introspection and revocation, with every bad input the issue lists.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use diesel::prelude::*;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestServer, test_key};
+
+pub const ADMIN_TOKEN: &str = "adm_test_token_0123456789abcdefghijklmnop";
+/// What `config_from` sets; the discovery URLs and the `iss` claim come from it.
+pub const ISSUER: &str = "http://127.0.0.1:3001";
+
+/// Test servers for token work: API scopes to register clients with, no rate limits.
+pub async fn token_server(backend: Backend, extra: &[(&str, &str)]) -> TestServer {
+    let mut vars = vec![("TRUXE_SCOPES", "orders:read,orders:write,reports:read"), ("RATE_LIMIT_ENABLED", "false")];
+    vars.extend_from_slice(extra);
+    TestServer::start_with(backend, &vars).await
+}
+
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub client_id: String,
+    pub secret: String,
+    /// `token_endpoint_auth_method`.
+    pub method: String,
+}
+
+impl Registered {
+    /// The Authorization header and body pairs that authenticate this client its way.
+    pub fn credentials(&self) -> (Option<String>, Vec<(&str, &str)>) {
+        match self.method.as_str() {
+            "client_secret_post" => (None, vec![("client_id", &self.client_id), ("client_secret", &self.secret)]),
+            "none" => (None, vec![("client_id", &self.client_id)]),
+            _ => (Some(basic(&self.client_id, &self.secret)), Vec::new()),
+        }
+    }
+}
+
+/// Registers a client through the admin API.
+pub async fn register(server: &TestServer, body: Value) -> Registered {
+    let response = server
+        .client
+        .post(server.url("/oauth-provider/clients"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("register");
+    let status = response.status().as_u16();
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(status, 201, "{created}");
+    Registered {
+        client_id: created["client_id"].as_str().expect("client_id").to_string(),
+        secret: created["client_secret"].as_str().unwrap_or_default().to_string(),
+        method: created["token_endpoint_auth_method"].as_str().expect("token_endpoint_auth_method").to_string(),
+    }
+}
+
+/// A service account for `client_credentials` with `method` (`client_secret_basic`/`_post`).
+pub async fn machine_client(server: &TestServer, method: &str) -> Registered {
+    register(
+        server,
+        json!({
+            "client_name": format!("billing worker ({method})"),
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": method,
+            "allowed_scopes": ["orders:read", "orders:write"],
+        }),
+    )
+    .await
+}
+
+/// RFC 6749 §2.3.1: both halves form-urlencoded, then base64.
+pub fn basic(client_id: &str, secret: &str) -> String {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("Basic {}", STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret))))
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// POSTs a form body (already encoded) with an optional Authorization header.
+pub async fn post_form(
+    server: &TestServer,
+    path: &str,
+    authorization: Option<&str>,
+    body: impl Into<String>,
+) -> Answer {
+    post_raw(server, path, authorization, "application/x-www-form-urlencoded", body.into().into_bytes()).await
+}
+
+async fn post_raw(
+    server: &TestServer,
+    path: &str,
+    authorization: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let mut request = server.client.post(server.url(path)).header("Content-Type", content_type).body(body);
+    if let Some(authorization) = authorization {
+        request = request.header("Authorization", authorization);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, headers, body, text }
+}
+
+/// A token for `client`, authenticated the way it registered.
+pub async fn token_for(server: &TestServer, client: &Registered, extra: &[(&str, &str)]) -> String {
+    let (authorization, mut pairs) = client.credentials();
+    pairs.push(("grant_type", "client_credentials"));
+    pairs.extend_from_slice(extra);
+    let answer = post_form(server, "/oauth-provider/token", authorization.as_deref(), form(&pairs)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body["access_token"].as_str().expect("access_token").to_string()
+}
+
+pub async fn introspect(server: &TestServer, caller: &Registered, token: &str) -> Value {
+    let (authorization, mut pairs) = caller.credentials();
+    pairs.push(("token", token));
+    let answer = post_form(server, "/oauth-provider/introspect", authorization.as_deref(), form(&pairs)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    answer.body
+}
+
+pub async fn jwks(server: &TestServer) -> JwkSet {
+    let response = server.client.get(server.url("/oauth-provider/jwks")).send().await.expect("jwks");
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.expect("a JWK Set")
+}
+
+/// The claims a resource server would check.
+#[derive(Debug, serde::Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// Verifies `token` the way a resource server does: find the JWK by `kid`, check the signature
+/// and the standard claims with jsonwebtoken. The signature is also checked by RustCrypto
+/// directly, so that a bug shared by our signer and our OpenSSL provider cannot hide.
+pub fn verify_with_jwks(token: &str, set: &JwkSet, audience: &str) -> (Header, Claims) {
+    // Our provider first: with rust_crypto enabled in this test binary, the first provider
+    // asked for wins the process, and the in-process servers need theirs (see jwt.rs).
+    truxe_server::jwt::install_provider().expect("the OpenSSL provider is the one in use");
+    let header = jsonwebtoken::decode_header(token).expect("a JWS header");
+    let kid = header.kid.as_deref().expect("a kid");
+    let jwk: &Jwk = set.find(kid).expect("the kid is in the JWKS");
+    let key = DecodingKey::from_jwk(jwk).expect("a usable JWK");
+
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).expect("the token verifies");
+
+    let (message, signature) = token.rsplit_once('.').expect("three parts");
+    let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url signature");
+    let rust_crypto = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.verifier_factory)(&header.alg, &key)
+        .expect("RustCrypto verifier");
+    rust_crypto.verify(message.as_bytes(), &signature).expect("RustCrypto accepts the signature");
+    (header, data.claims)
+}
+
+/// A token as the server would sign it, with chosen claims (expired ones, other issuers).
+pub fn forge(key_pem: &str, kid: &str, claims: Value) -> String {
+    truxe_server::jwt::install_provider().expect("the OpenSSL provider is the one in use");
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(kid.into());
+    let key = EncodingKey::from_rsa_pem(key_pem.as_bytes()).expect("rsa key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("encode")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+fn audit_actions(server: &TestServer) -> Vec<(String, Option<String>, String)> {
+    use truxe_server::store::schema::audit_events as a;
+    let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
+    let pool = truxe_server::store::connect(&config.database).expect("connect");
+    let mut conn = pool.get().expect("connection");
+    a::table.select((a::action, a::subject, a::details)).order(a::occurred_at).load(&mut conn).expect("audit")
+}
+
+/// Every OAuth error answer: the RFC 6749 §5.2 shape, never cached, never a 500.
+#[track_caller]
+fn assert_oauth_error(answer: &Answer, status: u16, error: &str, context: &str) {
+    assert_eq!(answer.status, status, "{context}: {}", answer.text);
+    assert_eq!(answer.body["error"], error, "{context}: {}", answer.text);
+    assert!(answer.body["error_description"].is_string(), "{context}: {}", answer.text);
+    assert_eq!(answer.header("cache-control"), Some("no-store"), "{context}");
+    assert_eq!(answer.header("pragma"), Some("no-cache"), "{context}");
+    assert!(answer.header("content-type").is_some_and(|t| t.starts_with("application/json")), "{context}");
+}
+
+on_both_backends! {
+    async fn client_credentials_with_basic_and_post(backend: Backend) {
+        client_credentials_with_basic_and_post_on(backend).await
+    }
+    async fn token_endpoint_bad_input(backend: Backend) {
+        token_endpoint_bad_input_on(backend).await
+    }
+    async fn resource_names_a_registered_audience(backend: Backend) {
+        resource_names_a_registered_audience_on(backend).await
+    }
+    async fn introspection(backend: Backend) {
+        introspection_on(backend).await
+    }
+    async fn revocation(backend: Backend) {
+        revocation_on(backend).await
+    }
+}
+
+async fn client_credentials_with_basic_and_post_on(backend: Backend) {
+    let server = token_server(backend, &[]).await;
+    let set = jwks(&server).await;
+
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let client = machine_client(&server, method).await;
+        let (authorization, body) = if method == "client_secret_basic" {
+            (Some(basic(&client.client_id, &client.secret)), form(&[("grant_type", "client_credentials")]))
+        } else {
+            (
+                None,
+                form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &client.client_id),
+                    ("client_secret", &client.secret),
+                ]),
+            )
+        };
+        let answer = post_form(&server, "/oauth-provider/token", authorization.as_deref(), body).await;
+        assert_eq!(answer.status, 200, "{method}: {}", answer.text);
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+        assert_eq!(answer.header("pragma"), Some("no-cache"));
+        assert_eq!(answer.body["token_type"], "Bearer");
+        assert_eq!(answer.body["expires_in"], 900, "ACCESS_TOKEN_EXPIRY defaults to 15m");
+        assert_eq!(answer.body["scope"], "orders:read orders:write", "all the client's scopes by default");
+        let keys: Vec<&str> = answer.body.as_object().expect("object").keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 4, "nothing but the RFC 6749 §5.1 members: {keys:?}");
+
+        let token = answer.body["access_token"].as_str().expect("token");
+        let (header, claims) = verify_with_jwks(token, &set, ISSUER);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"), "RFC 9068 §2.1");
+        assert_eq!(header.kid.as_deref(), Some(test_key().kid()));
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(claims.iss, ISSUER);
+        assert_eq!(claims.sub, client.client_id, "client_credentials: the client is the subject");
+        assert_eq!(claims.client_id, client.client_id);
+        assert_eq!(claims.aud, ISSUER, "no JWT_AUDIENCE: the issuer is the audience");
+        assert_eq!(claims.exp - claims.iat, 900);
+        assert!((claims.iat - now()).abs() < 60);
+        assert_eq!(claims.scope.as_deref(), Some("orders:read orders:write"));
+        assert_eq!(claims.jti.len(), 32);
+    }
+
+    // A narrower scope is granted as asked; each token has its own jti.
+    let client = machine_client(&server, "client_secret_basic").await;
+    let first = token_for(&server, &client, &[("scope", "orders:read")]).await;
+    let second = token_for(&server, &client, &[("scope", "orders:read")]).await;
+    let (_, a) = verify_with_jwks(&first, &set, ISSUER);
+    let (_, b) = verify_with_jwks(&second, &set, ISSUER);
+    assert_eq!(a.scope.as_deref(), Some("orders:read"));
+    assert_ne!(a.jti, b.jti);
+
+    // The audit trail has the issue, with the jti and never the token.
+    let events = audit_actions(&server);
+    let issued: Vec<_> = events.iter().filter(|(action, _, _)| action == "token.issued").collect();
+    assert_eq!(issued.len(), 4, "{events:?}");
+    let (_, subject, details) = issued.last().expect("one");
+    assert_eq!(subject.as_deref(), Some(b.jti.as_str()));
+    let details: Value = serde_json::from_str(details).expect("json details");
+    assert_eq!(details["scope"], "orders:read");
+    assert_eq!(details["aud"], ISSUER);
+    assert!(events.iter().all(|(_, _, d)| !d.contains(&second) && !d.contains(&client.secret)));
+}
+
+/// One bad token request and the answer it must get.
+struct Case {
+    what: &'static str,
+    authorization: Option<String>,
+    body: String,
+    status: u16,
+    error: &'static str,
+    /// `WWW-Authenticate: Basic …` expected (RFC 6749 §5.2: the client tried Basic).
+    challenge: bool,
+}
+
+impl Case {
+    fn new(what: &'static str, authorization: Option<String>, body: String, status: u16, error: &'static str) -> Self {
+        Case { what, authorization, body, status, error, challenge: false }
+    }
+
+    fn challenged(self) -> Self {
+        Case { challenge: true, ..self }
+    }
+}
+
+async fn token_endpoint_bad_input_on(backend: Backend) {
+    let server = token_server(backend, &[]).await;
+    let client = machine_client(&server, "client_secret_basic").await;
+    let post_client = machine_client(&server, "client_secret_post").await;
+    let id = client.client_id.as_str();
+    let good = basic(id, &client.secret);
+    let grant = form(&[("grant_type", "client_credentials")]);
+    let ten_kb = "x".repeat(10 * 1024);
+
+    // Credentials in the body, with the grant.
+    let post = |client_id: &str, secret: &str| {
+        form(&[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)])
+    };
+    let with = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("grant_type", "client_credentials")];
+        pairs.extend_from_slice(extra);
+        form(&pairs)
+    };
+    let (post_id, post_secret) = (post_client.client_id.as_str(), post_client.secret.as_str());
+    let basic_failure =
+        |what, authorization: String| Case::new(what, Some(authorization), grant.clone(), 401, "invalid_client");
+    let cases = vec![
+        basic_failure("wrong secret (basic)", basic(id, "cs_wrong")).challenged(),
+        Case::new("wrong secret (post)", None, post(post_id, "cs_wrong"), 401, "invalid_client"),
+        Case::new("no credentials", None, grant.clone(), 401, "invalid_client"),
+        basic_failure("empty secret", basic(id, "")).challenged(),
+        basic_failure("malformed Basic", "Basic !!!not-base64".into()).challenged(),
+        basic_failure("Basic without a colon", format!("Basic {}", STANDARD.encode(id))).challenged(),
+        basic_failure("another scheme", "Bearer abc".into()),
+        Case::new("credentials both ways", Some(good.clone()), post(id, &client.secret), 400, "invalid_request"),
+        Case::new(
+            "body client_id contradicts the header",
+            Some(good.clone()),
+            post(post_id, ""),
+            400,
+            "invalid_request",
+        ),
+        Case::new(
+            "duplicated client_id",
+            None,
+            format!("{}&client_id={post_id}", post(post_id, post_secret)),
+            400,
+            "invalid_request",
+        ),
+        Case::new(
+            "duplicated client_secret",
+            None,
+            format!("{}&client_secret=x", post(post_id, post_secret)),
+            400,
+            "invalid_request",
+        ),
+        basic_failure("a client_secret_post client using Basic", basic(post_id, post_secret)).challenged(),
+        Case::new("a client_secret_basic client using the body", None, post(id, &client.secret), 401, "invalid_client"),
+        basic_failure("unknown client", basic("cl_doesnotexist", "cs_whatever")).challenged(),
+        basic_failure("SQL metacharacters (basic)", basic("cl_x' OR '1'='1", "cs")).challenged(),
+        Case::new(
+            "SQL metacharacters (post)",
+            None,
+            post("cl_x'; DROP TABLE oauth_clients; --", "cs"),
+            401,
+            "invalid_client",
+        ),
+        basic_failure("NUL byte (basic)", basic("cl_a\0b", "cs")).challenged(),
+        Case::new("NUL byte (post)", None, post("cl_a\0b", "cs"), 401, "invalid_client"),
+        basic_failure("10 KB client_id (basic)", basic(&ten_kb, "cs")).challenged(),
+        Case::new("10 KB client_id (post)", None, post(&ten_kb, "cs"), 401, "invalid_client"),
+        Case::new("grant_type missing", Some(good.clone()), String::new(), 400, "invalid_request"),
+        Case::new(
+            "grant_type unknown",
+            Some(good.clone()),
+            form(&[("grant_type", "password")]),
+            400,
+            "unsupported_grant_type",
+        ),
+        Case::new(
+            "authorization_code for a client_credentials client",
+            Some(good.clone()),
+            form(&[("grant_type", "authorization_code"), ("code", "x")]),
+            400,
+            "unauthorized_client",
+        ),
+        Case::new(
+            "grant_type repeated",
+            Some(good.clone()),
+            "grant_type=client_credentials&grant_type=client_credentials".into(),
+            400,
+            "invalid_request",
+        ),
+        Case::new(
+            "scope outside the client's",
+            Some(good.clone()),
+            with(&[("scope", "orders:read admin")]),
+            400,
+            "invalid_scope",
+        ),
+        Case::new(
+            "a scope the client lacks",
+            Some(good.clone()),
+            with(&[("scope", "reports:read")]),
+            400,
+            "invalid_scope",
+        ),
+        Case::new("openid for a machine", Some(good.clone()), with(&[("scope", "openid")]), 400, "invalid_scope"),
+        Case::new("scope grammar", Some(good.clone()), with(&[("scope", "orders:read\"x")]), 400, "invalid_scope"),
+        Case::new(
+            "invalid UTF-8",
+            Some(good.clone()),
+            "grant_type=client_credentials&scope=%FF".into(),
+            400,
+            "invalid_request",
+        ),
+        Case::new(
+            "oversized body",
+            Some(good.clone()),
+            with(&[("pad", &"a".repeat(20 * 1024))]),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for case in &cases {
+        let answer =
+            post_form(&server, "/oauth-provider/token", case.authorization.as_deref(), case.body.clone()).await;
+        let what = case.what;
+        assert_oauth_error(&answer, case.status, case.error, what);
+        let www = answer.header("www-authenticate");
+        if case.challenge {
+            assert!(www.is_some_and(|v| v.starts_with("Basic ")), "{what}: WWW-Authenticate {www:?}");
+        } else {
+            assert!(www.is_none(), "{what}: unexpected WWW-Authenticate {www:?}");
+        }
+    }
+
+    // Not a form at all.
+    for content_type in ["application/json", "text/plain", ""] {
+        let answer = post_raw(
+            &server,
+            "/oauth-provider/token",
+            Some(&good),
+            content_type,
+            br#"{"grant_type":"client_credentials"}"#.to_vec(),
+        )
+        .await;
+        assert_oauth_error(&answer, 400, "invalid_request", content_type);
+    }
+    let answer = post_raw(
+        &server,
+        "/oauth-provider/token",
+        Some(&good),
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        grant.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "a charset parameter is fine: {}", answer.text);
+
+    // A chunked body (no Content-Length) over the limit is refused the same way.
+    let (status, text) = chunked_post(&server, "/oauth-provider/token", &good, 40, 1024).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid_request"), "{text}");
+
+    // Wrong method: no handler runs, no 500.
+    let response = server.client.get(server.url("/oauth-provider/token")).send().await.expect("get");
+    assert_eq!(response.status().as_u16(), 405);
+
+    // A public client has no secret and cannot use client_credentials.
+    let spa = register(
+        &server,
+        json!({
+            "client_name": "SPA", "token_endpoint_auth_method": "none",
+            "redirect_uris": ["https://app.example.com/callback"],
+        }),
+    )
+    .await;
+    let answer = post_form(
+        &server,
+        "/oauth-provider/token",
+        None,
+        form(&[("grant_type", "client_credentials"), ("client_id", &spa.client_id)]),
+    )
+    .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "public client");
+
+    // A confidential client registered for authorization_code only.
+    let web_app = register(
+        &server,
+        json!({
+            "client_name": "Web app", "redirect_uris": ["https://app.example.com/callback"],
+        }),
+    )
+    .await;
+    let answer =
+        post_form(&server, "/oauth-provider/token", Some(&basic(&web_app.client_id, &web_app.secret)), grant.clone())
+            .await;
+    assert_oauth_error(&answer, 400, "unauthorized_client", "grant not registered");
+
+    // Suspended, then active again.
+    let suspend = |status: &'static str| {
+        let request = server
+            .client
+            .patch(server.url(&format!("/oauth-provider/clients/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "status": status }));
+        async move { assert_eq!(request.send().await.expect("patch").status().as_u16(), 200) }
+    };
+    suspend("suspended").await;
+    let answer = post_form(&server, "/oauth-provider/token", Some(&good), grant.clone()).await;
+    assert_oauth_error(&answer, 401, "invalid_client", "suspended client");
+    suspend("active").await;
+    let answer = post_form(&server, "/oauth-provider/token", Some(&good), grant.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
+async fn resource_names_a_registered_audience_on(backend: Backend) {
+    let server =
+        token_server(backend, &[("JWT_AUDIENCE", "https://api.example.com, https://billing.example.com")]).await;
+    let set = jwks(&server).await;
+    let client = machine_client(&server, "client_secret_basic").await;
+
+    let token = token_for(&server, &client, &[]).await;
+    assert_eq!(verify_with_jwks(&token, &set, "https://api.example.com").1.aud, "https://api.example.com");
+    let token = token_for(&server, &client, &[("resource", "https://billing.example.com")]).await;
+    assert_eq!(verify_with_jwks(&token, &set, "https://billing.example.com").1.aud, "https://billing.example.com");
+
+    for resource in ["https://evil.example.com", "billing", "https://billing.example.com#x", ISSUER] {
+        let answer = post_form(
+            &server,
+            "/oauth-provider/token",
+            Some(&basic(&client.client_id, &client.secret)),
+            form(&[("grant_type", "client_credentials"), ("resource", resource)]),
+        )
+        .await;
+        assert_oauth_error(&answer, 400, "invalid_target", resource);
+    }
+    let introspected = introspect(&server, &client, &token).await;
+    assert_eq!(introspected["aud"], "https://billing.example.com");
+}
+
+async fn introspection_on(backend: Backend) {
+    let server = token_server(backend, &[]).await;
+    let owner = machine_client(&server, "client_secret_basic").await;
+    let resource_server = machine_client(&server, "client_secret_post").await;
+    let token = token_for(&server, &owner, &[("scope", "orders:write")]).await;
+
+    let active = introspect(&server, &owner, &token).await;
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["scope"], "orders:write");
+    assert_eq!(active["client_id"], owner.client_id.as_str());
+    assert_eq!(active["sub"], owner.client_id.as_str());
+    assert_eq!(active["iss"], ISSUER);
+    assert_eq!(active["aud"], ISSUER);
+    assert_eq!(active["token_type"], "Bearer");
+    assert_eq!(active["jti"].as_str().map(str::len), Some(32));
+    assert_eq!(active["exp"].as_i64().expect("exp") - active["iat"].as_i64().expect("iat"), 900);
+
+    // Any confidential client may introspect, by either method.
+    let answer = post_form(
+        &server,
+        "/oauth-provider/introspect",
+        None,
+        form(&[
+            ("token", &token),
+            ("token_type_hint", "access_token"),
+            ("client_id", &resource_server.client_id),
+            ("client_secret", &resource_server.secret),
+        ]),
+    )
+    .await;
+    assert_eq!(answer.body["active"], true, "{}", answer.text);
+
+    let kid = test_key().kid();
+    let pem = test_key().private_pem().secret().clone();
+    let claims = |exp: i64, iss: &str| {
+        json!({
+            "iss": iss, "sub": owner.client_id, "aud": ISSUER, "exp": exp, "iat": exp - 900,
+            "jti": "0123456789abcdef0123456789abcdef", "client_id": owner.client_id, "scope": "orders:read",
+        })
+    };
+    let live = forge(&pem, kid, claims(now() + 600, ISSUER));
+    assert_eq!(introspect(&server, &owner, &live).await["active"], true, "a forged-but-genuine token is live");
+    let expired = forge(&pem, kid, claims(now() - 1, ISSUER));
+    let other_issuer = forge(&pem, kid, claims(now() + 600, "https://other.example.com"));
+    let other_key = truxe_server::keys::SigningKey::generate(truxe_server::keys::Algorithm::RS256, 2048).expect("key");
+    let other_key_same_kid = forge(other_key.private_pem().secret(), kid, claims(now() + 600, ISSUER));
+    let other_key_own_kid = forge(other_key.private_pem().secret(), other_key.kid(), claims(now() + 600, ISSUER));
+    let (head, rest) = token.split_once('.').expect("jws");
+    let (_, signature) = rest.split_once('.').expect("jws");
+    let tampered = format!("{head}.{}.{signature}", URL_SAFE_NO_PAD.encode(claims(now() + 600, ISSUER).to_string()));
+    for (what, candidate) in [
+        ("expired", expired.as_str()),
+        ("another issuer", &other_issuer),
+        ("another key under our kid", &other_key_same_kid),
+        ("another key", &other_key_own_kid),
+        ("tampered claims", &tampered),
+        ("garbage", "not-a-token"),
+        ("three dots", "a.b.c"),
+        ("huge", &"A".repeat(12 * 1024)),
+        ("an opaque refresh token", "rt_0123456789"),
+    ] {
+        let answer = introspect(&server, &resource_server, candidate).await;
+        assert_eq!(answer, json!({ "active": false }), "{what}");
+    }
+
+    // Errors: no token, no or bad client authentication, a public client.
+    let answer =
+        post_form(&server, "/oauth-provider/introspect", Some(&basic(&owner.client_id, &owner.secret)), "").await;
+    assert_oauth_error(&answer, 400, "invalid_request", "token missing");
+    let answer = post_form(&server, "/oauth-provider/introspect", None, form(&[("token", &token)])).await;
+    assert_oauth_error(&answer, 401, "invalid_client", "no client authentication");
+    let answer = post_form(
+        &server,
+        "/oauth-provider/introspect",
+        Some(&basic(&owner.client_id, "cs_wrong")),
+        form(&[("token", &token)]),
+    )
+    .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "wrong secret");
+    assert!(answer.header("www-authenticate").is_some());
+    let answer = post_form(
+        &server,
+        "/oauth-provider/introspect",
+        Some(&basic(&owner.client_id, &owner.secret)),
+        format!("token={token}&token=x"),
+    )
+    .await;
+    assert_oauth_error(&answer, 400, "invalid_request", "token repeated");
+    let spa = register(
+        &server,
+        json!({
+            "client_name": "SPA", "token_endpoint_auth_method": "none",
+            "redirect_uris": ["https://app.example.com/callback"],
+        }),
+    )
+    .await;
+    let answer = post_form(
+        &server,
+        "/oauth-provider/introspect",
+        None,
+        form(&[("token", &token), ("client_id", &spa.client_id)]),
+    )
+    .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "public client");
+
+    // A suspended client's tokens stop being active, and come back with it.
+    let patch = |status: &'static str| {
+        let request = server
+            .client
+            .patch(server.url(&format!("/oauth-provider/clients/{}", owner.client_id)))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "status": status }));
+        async move { assert_eq!(request.send().await.expect("patch").status().as_u16(), 200) }
+    };
+    patch("suspended").await;
+    assert_eq!(introspect(&server, &resource_server, &token).await, json!({ "active": false }));
+    patch("active").await;
+    assert_eq!(introspect(&server, &resource_server, &token).await["active"], true);
+}
+
+async fn revocation_on(backend: Backend) {
+    let server = token_server(backend, &[]).await;
+    let owner = machine_client(&server, "client_secret_basic").await;
+    let other = machine_client(&server, "client_secret_post").await;
+    let token = token_for(&server, &owner, &[]).await;
+    let kept = token_for(&server, &owner, &[]).await;
+
+    // Another client may not revoke it: refused, and the token stays active.
+    let answer = post_form(
+        &server,
+        "/oauth-provider/revoke",
+        None,
+        form(&[("token", &token), ("client_id", &other.client_id), ("client_secret", &other.secret)]),
+    )
+    .await;
+    assert_oauth_error(&answer, 400, "unauthorized_client", "another client's token");
+    assert_eq!(introspect(&server, &other, &token).await["active"], true);
+
+    // The owner revokes it: inactive at once, for everyone; its other token is untouched.
+    let owner_auth = basic(&owner.client_id, &owner.secret);
+    let answer = post_form(
+        &server,
+        "/oauth-provider/revoke",
+        Some(&owner_auth),
+        form(&[("token", &token), ("token_type_hint", "access_token")]),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(answer.text.is_empty());
+    assert_eq!(introspect(&server, &owner, &token).await, json!({ "active": false }));
+    assert_eq!(introspect(&server, &other, &token).await, json!({ "active": false }));
+    assert_eq!(introspect(&server, &owner, &kept).await["active"], true);
+
+    // Idempotent; unknown, malformed and expired tokens and any hint get 200 too.
+    let expired = forge(
+        test_key().private_pem().secret(),
+        test_key().kid(),
+        json!({
+            "iss": ISSUER, "sub": owner.client_id, "aud": ISSUER, "exp": now() - 10, "iat": now() - 910,
+            "jti": "fedcba9876543210fedcba9876543210", "client_id": owner.client_id,
+        }),
+    );
+    for (token, hint) in [
+        (token.as_str(), "access_token"),
+        ("unknown-token", "access_token"),
+        ("rt_opaque", "refresh_token"),
+        ("a.b.c", "something_else"),
+        (&expired, ""),
+    ] {
+        let answer = post_form(
+            &server,
+            "/oauth-provider/revoke",
+            Some(&owner_auth),
+            form(&[("token", token), ("token_type_hint", hint)]),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{token:.20} {hint}: {}", answer.text);
+    }
+
+    // Errors.
+    let answer = post_form(&server, "/oauth-provider/revoke", Some(&owner_auth), "").await;
+    assert_oauth_error(&answer, 400, "invalid_request", "token missing");
+    let answer = post_form(&server, "/oauth-provider/revoke", None, form(&[("token", &kept)])).await;
+    assert_oauth_error(&answer, 401, "invalid_client", "no client authentication");
+    let answer = post_form(
+        &server,
+        "/oauth-provider/revoke",
+        Some(&basic(&owner.client_id, "cs_wrong")),
+        form(&[("token", &kept)]),
+    )
+    .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "wrong secret");
+    assert_eq!(introspect(&server, &owner, &kept).await["active"], true);
+
+    // One revocation recorded, one audit event.
+    let events = audit_actions(&server);
+    assert_eq!(events.iter().filter(|(action, _, _)| action == "token.revoked").count(), 1, "{events:?}");
+    use truxe_server::store::schema::oauth_tokens as t;
+    let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
+    let pool = truxe_server::store::connect(&config.database).expect("connect");
+    let mut conn = pool.get().expect("connection");
+    let rows: Vec<(String, String, Option<i64>, i64)> =
+        t::table.select((t::token_type, t::client_id, t::revoked_at, t::expires_at)).load(&mut conn).expect("rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("access_token", owner.client_id.as_str()));
+    assert!(rows[0].2.is_some() && rows[0].3 > now());
+}
+
+/// A form POST with `Transfer-Encoding: chunked` and no length, written by hand (reqwest
+/// without its `stream` feature always sends a length). Returns the status and the raw answer.
+async fn chunked_post(
+    server: &TestServer,
+    path: &str,
+    authorization: &str,
+    chunks: usize,
+    size: usize,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.base_url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = format!("{size:x}\r\n{}\r\n", "a".repeat(size));
+    for _ in 0..chunks {
+        // The server may answer and close before the whole body is sent.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test]
+async fn discovery_documents_agree_with_each_other_and_the_jwks() {
+    let server = token_server(Backend::Sqlite, &[]).await;
+    let fetch = |path: &'static str| {
+        let request = server
+            .client
+            .get(server.url(path))
+            // The issuer comes from configuration; request headers cannot move it.
+            .header("Host", "evil.example.com")
+            .header("X-Forwarded-Host", "evil.example.com")
+            .header("X-Forwarded-Proto", "https");
+        async move {
+            let response = request.send().await.expect("discovery");
+            assert_eq!(response.status().as_u16(), 200, "{path}");
+            assert_eq!(response.headers()["cache-control"], "public, max-age=300", "{path}");
+            assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("application/json"));
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let openid = fetch("/.well-known/openid-configuration").await;
+    let oauth = fetch("/.well-known/oauth-authorization-server").await;
+    assert_eq!(openid, oauth, "one document");
+    assert!(!openid.to_string().contains("evil.example.com"));
+
+    assert_eq!(openid["issuer"], ISSUER);
+    for (member, path) in [
+        ("token_endpoint", "/oauth-provider/token"),
+        ("jwks_uri", "/oauth-provider/jwks"),
+        ("introspection_endpoint", "/oauth-provider/introspect"),
+        ("revocation_endpoint", "/oauth-provider/revoke"),
+    ] {
+        assert_eq!(openid[member], format!("{ISSUER}{path}"), "{member}");
+    }
+    assert_eq!(openid["grant_types_supported"], json!(["authorization_code", "refresh_token", "client_credentials"]));
+    assert_eq!(
+        openid["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post", "none"])
+    );
+    assert_eq!(
+        openid["introspection_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(openid["response_types_supported"], json!(["code"]));
+    let scopes = openid["scopes_supported"].as_array().expect("scopes");
+    assert!(scopes.contains(&json!("orders:read")) && scopes.contains(&json!("openid")));
+    // The rest of the document (sign-in endpoints, PKCE, ID tokens) is checked in code_flow.rs.
+
+    // Every advertised endpoint answers on this server (at the issuer's path).
+    let path_of = |member: &str| openid[member].as_str().expect("url").trim_start_matches(ISSUER).to_string();
+    let set = server.client.get(server.url(&path_of("jwks_uri"))).send().await.expect("jwks");
+    assert_eq!(set.headers()["cache-control"], "public, max-age=300");
+    let set: Value = set.json().await.expect("json");
+    let keys = set["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    let key = &keys[0];
+    assert_eq!(key["kid"], test_key().kid());
+    assert_eq!(
+        (key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str()),
+        (Some("RSA"), Some("RS256"), Some("sig"))
+    );
+    for private in ["d", "p", "q", "dp", "dq", "qi"] {
+        assert!(key.get(private).is_none(), "private member {private} in the JWKS");
+    }
+    for member in ["token_endpoint", "introspection_endpoint", "revocation_endpoint"] {
+        let answer = post_form(&server, &path_of(member), None, "").await;
+        assert!(answer.status == 400 || answer.status == 401, "{member}: {}", answer.status);
+        assert!(answer.body["error"].is_string(), "{member}: an OAuth error, not a 404");
+    }
+}
+
+#[tokio::test]
+async fn every_algorithm_signs_tokens_that_verify_against_the_jwks() {
+    use truxe_server::keys::{Algorithm as KeyAlgorithm, SigningKey};
+    for alg in [KeyAlgorithm::ES256, KeyAlgorithm::EdDSA] {
+        let key = SigningKey::generate(alg, 0).expect("key");
+        let pem = key.private_pem().secret().clone();
+        let server =
+            token_server(Backend::Sqlite, &[("JWT_PRIVATE_KEY", pem.as_str()), ("JWT_ALGORITHM", alg.as_str())]).await;
+        let set = jwks(&server).await;
+        let client = machine_client(&server, "client_secret_basic").await;
+        let token = token_for(&server, &client, &[]).await;
+        let (header, claims) = verify_with_jwks(&token, &set, ISSUER);
+        assert_eq!(format!("{:?}", header.alg), alg.as_str());
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
+        assert_eq!(claims.client_id, client.client_id);
+        assert_eq!(introspect(&server, &client, &token).await["active"], true, "{alg}");
+    }
+}
+
+#[tokio::test]
+async fn the_openssl_provider_wins_over_rust_crypto_in_this_binary() {
+    // This binary enables jsonwebtoken's rust_crypto (for the independent check above), so
+    // the crate would pick RustCrypto by itself; the server must still sign with OpenSSL.
+    let server = token_server(Backend::Sqlite, &[]).await;
+    truxe_server::jwt::install_provider().expect("OpenSSL is jsonwebtoken's provider in this process");
+    let client = machine_client(&server, "client_secret_basic").await;
+    let token = token_for(&server, &client, &[]).await;
+    let (message, signature) = token.rsplit_once('.').expect("jws");
+    let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    assert!(test_key().verify(message.as_bytes(), &signature));
+}

@@ -1,0 +1,316 @@
+//! Users on both backends: the service (create, normalise, duplicates, pagination, status,
+//! delete, sign-in look-up), magic-link storage, and `truxectl users`.
+
+use diesel::prelude::*;
+use truxe_server::model::user::UserStatus;
+use truxe_server::service::users::{self as users, NewUser, SignIn, UserError};
+use truxe_server::store::magic_links::{self, MagicLink};
+use truxe_server::store::schema::{audit_events, sessions};
+use truxe_server::store::{self, AnyConnection, PooledConnection};
+
+use crate::on_both_backends;
+use crate::support::process::{text, truxectl};
+use crate::support::{Backend, TestDb, config_from};
+
+const NOW: i64 = 1_800_000_000;
+
+/// A migrated database of the test's own and a connection to it.
+pub fn migrated(backend: Backend) -> (TestDb, store::Pool) {
+    let db = TestDb::new(backend);
+    db.migrate();
+    let config = config_from(&[("DATABASE_URL", &db.url)], &db.dir);
+    let pool = store::connect(&config.database).expect("connect");
+    (db, pool)
+}
+
+pub fn conn(pool: &store::Pool) -> PooledConnection {
+    pool.get().expect("connection")
+}
+
+pub fn new_user(email: &str) -> NewUser {
+    NewUser { email: email.to_string(), ..NewUser::default() }
+}
+
+fn audit_actions(conn: &mut AnyConnection, user_id: &str) -> Vec<String> {
+    audit_events::table
+        .filter(audit_events::user_id.eq(user_id))
+        .order(audit_events::event_id)
+        .select(audit_events::action)
+        .load(conn)
+        .expect("audit events")
+}
+
+on_both_backends! {
+    async fn users_are_created_normalised_and_found(backend: Backend) {
+        let (_db, pool) = migrated(backend);
+        let c = &mut *conn(&pool);
+        let new = NewUser {
+            email: "  Alice.Smith@Example.COM ".to_string(),
+            display_name: Some("  Alice Smith ".to_string()),
+            email_verified: false,
+        };
+        let user = users::create(c, &new, "test", NOW).expect("created");
+        assert!(user.user_id.starts_with("usr_"), "{}", user.user_id);
+        assert_eq!(user.email, "alice.smith@example.com");
+        assert_eq!(user.display_name.as_deref(), Some("Alice Smith"));
+        assert_eq!(user.status, UserStatus::Active);
+        assert!(!user.email_verified && !user.mfa_enabled);
+        assert_eq!((user.created_at, user.updated_at), (NOW, NOW));
+
+        assert_eq!(users::find(c, &user.user_id).expect("find"), Some(user.clone()));
+        assert_eq!(users::find_by_email(c, "ALICE.SMITH@example.com").expect("find"), Some(user.clone()));
+        assert_eq!(users::find_by_id_or_email(c, " alice.smith@EXAMPLE.com").expect("find"), Some(user.clone()));
+        assert_eq!(users::find_by_id_or_email(c, &user.user_id).expect("find"), Some(user.clone()));
+        assert_eq!(users::find(c, "usr_nobody").expect("find"), None);
+        assert_eq!(users::find(c, "'; DROP TABLE users; --").expect("find"), None);
+        assert!(matches!(users::get(c, "nobody@example.com"), Err(UserError::NotFound(_))));
+        assert_eq!(audit_actions(c, &user.user_id), ["user.created"]);
+    }
+
+    async fn users_duplicates_and_bad_input_are_clear_errors(backend: Backend) {
+        let (_db, pool) = migrated(backend);
+        let c = &mut *conn(&pool);
+        users::create(c, &new_user("bob@example.com"), "test", NOW).expect("created");
+        match users::create(c, &new_user(" BOB@Example.com"), "test", NOW) {
+            Err(UserError::EmailTaken(email)) => assert_eq!(email, "bob@example.com"),
+            other => panic!("expected EmailTaken, got {other:?}"),
+        }
+        let error = users::create(c, &new_user("bob@example.com"), "test", NOW).expect_err("duplicate");
+        assert!(error.to_string().contains("already exists"), "{error}");
+        for bad in ["", "bob", "bob@localhost", "b ob@example.com", "bob@@example.com"] {
+            assert!(matches!(users::create(c, &new_user(bad), "test", NOW), Err(UserError::InvalidEmail(_))), "{bad:?}");
+        }
+        let bad_name = NewUser { display_name: Some("a\u{7}b".to_string()), ..new_user("carol@example.com") };
+        assert!(matches!(users::create(c, &bad_name, "test", NOW), Err(UserError::InvalidDisplayName(_))));
+        assert_eq!(users::list(c, None, 100).expect("list").len(), 1, "nothing half-created");
+        // The connection is still usable after the refused inserts (no aborted transaction).
+        users::create(c, &new_user("dave@example.com"), "test", NOW).expect("created");
+    }
+
+    async fn users_list_pages_by_id(backend: Backend) {
+        let (_db, pool) = migrated(backend);
+        let c = &mut *conn(&pool);
+        let mut ids: Vec<String> = (0..7)
+            .map(|i| users::create(c, &new_user(&format!("user{i}@example.com")), "test", NOW).expect("created").user_id)
+            .collect();
+        ids.sort();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = users::list(c, after.as_deref(), 3).expect("page");
+            pages += 1;
+            seen.extend(page.iter().map(|u| u.user_id.clone()));
+            if page.len() < 3 {
+                break;
+            }
+            after = page.last().map(|u| u.user_id.clone());
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, ids, "every user once, in id order");
+        assert_eq!(users::list(c, None, 0).expect("clamped").len(), 1);
+        assert_eq!(users::list(c, ids.last().map(String::as_str), 10).expect("empty"), []);
+    }
+
+    async fn users_can_be_disabled_enabled_and_deleted(backend: Backend) {
+        let (_db, pool) = migrated(backend);
+        let c = &mut *conn(&pool);
+        let user = users::create(c, &new_user("erin@example.com"), "test", NOW).expect("created");
+
+        let disabled = users::set_status(c, &user.user_id, UserStatus::Disabled, "test", NOW + 1).expect("disable");
+        assert_eq!((disabled.status, disabled.updated_at), (UserStatus::Disabled, NOW + 1));
+        assert_eq!(users::find(c, &user.user_id).expect("find").expect("user").status, UserStatus::Disabled);
+        let again = users::set_status(c, &user.user_id, UserStatus::Disabled, "test", NOW + 2).expect("no-op");
+        assert_eq!(again.updated_at, NOW + 1, "setting the same status changes nothing");
+        let enabled = users::set_status(c, &user.user_id, UserStatus::Active, "test", NOW + 3).expect("enable");
+        assert!(enabled.is_active());
+        assert!(matches!(
+            users::set_status(c, "usr_nobody", UserStatus::Disabled, "test", NOW),
+            Err(UserError::NotFound(_))
+        ));
+
+        // Sessions (and everything else hanging off the user) go with it.
+        diesel::insert_into(sessions::table)
+            .values((
+                sessions::session_hash.eq("h1"),
+                sessions::user_id.eq(&user.user_id),
+                sessions::auth_time.eq(NOW),
+                sessions::amr.eq("email"),
+                sessions::created_at.eq(NOW),
+                sessions::last_seen_at.eq(NOW),
+                sessions::expires_at.eq(NOW + 3600),
+            ))
+            .execute(c)
+            .expect("session");
+        magic_links::insert(c, &link("hash-erin", "erin@example.com", Some(&user.user_id), NOW + 900)).expect("link");
+        let deleted = users::delete(c, &user.user_id, "test", NOW + 4).expect("delete");
+        assert_eq!(deleted.user_id, user.user_id);
+        assert_eq!(users::find(c, &user.user_id).expect("find"), None);
+        let left: i64 = sessions::table.count().get_result(c).expect("count");
+        assert_eq!(left, 0);
+        assert_eq!(magic_links::find(c, "hash-erin").expect("find"), None);
+        assert!(matches!(users::delete(c, &user.user_id, "test", NOW), Err(UserError::NotFound(_))));
+        assert_eq!(
+            audit_actions(c, &user.user_id),
+            ["user.created", "user.disabled", "user.enabled", "user.deleted"]
+        );
+    }
+
+    async fn users_sign_in_lookup_and_open_signup(backend: Backend) {
+        let (_db, pool) = migrated(backend);
+        let c = &mut *conn(&pool);
+        assert_eq!(users::find_or_create_for_sign_in(c, "New@Example.com", false, NOW).expect("lookup"), SignIn::NoAccount);
+        assert_eq!(users::list(c, None, 10).expect("list"), []);
+
+        let created = match users::find_or_create_for_sign_in(c, "New@Example.com", true, NOW).expect("signup") {
+            SignIn::Created(user) => user,
+            other => panic!("expected Created, got {other:?}"),
+        };
+        assert_eq!(created.email, "new@example.com");
+        assert!(created.email_verified, "the redeemed link proved the address");
+        assert_eq!(
+            users::find_or_create_for_sign_in(c, "new@example.com", true, NOW).expect("again"),
+            SignIn::Existing(created.clone())
+        );
+
+        let unverified = users::create(c, &new_user("frank@example.com"), "test", NOW).expect("created");
+        let signed_in = users::find_or_create_for_sign_in(c, "frank@example.com", false, NOW + 5).expect("lookup");
+        let user = signed_in.user().expect("active").clone();
+        assert_eq!(user.user_id, unverified.user_id);
+        assert!(user.email_verified);
+        assert!(users::find(c, &user.user_id).expect("find").expect("user").email_verified);
+        assert_eq!(audit_actions(c, &user.user_id), ["user.created", "user.email_verified"]);
+
+        users::set_status(c, &user.user_id, UserStatus::Disabled, "test", NOW).expect("disable");
+        let disabled = users::find_or_create_for_sign_in(c, "frank@example.com", true, NOW).expect("lookup");
+        assert!(matches!(disabled, SignIn::Disabled(_)));
+        assert_eq!(disabled.user(), None);
+        assert!(matches!(users::find_or_create_for_sign_in(c, "nope", true, NOW), Err(UserError::InvalidEmail(_))));
+    }
+
+    async fn users_magic_links_are_single_use(backend: Backend) {
+        let (_db, pool) = migrated(backend);
+        let c = &mut *conn(&pool);
+        magic_links::insert(c, &link("live", "gina@example.com", None, NOW + 900)).expect("insert");
+        magic_links::insert(c, &link("stale", "gina@example.com", None, NOW - 1)).expect("insert");
+        assert_eq!(magic_links::count_sent_since(c, "gina@example.com", NOW - 60).expect("count"), 2);
+        assert_eq!(magic_links::count_sent_since(c, "other@example.com", NOW - 60).expect("count"), 0);
+
+        let found = magic_links::find(c, "live").expect("find").expect("link");
+        assert!(found.is_usable(NOW));
+        assert_eq!(found.return_to.as_deref(), Some("/oauth-provider/authorize?x=1"));
+        assert_eq!(magic_links::consume(c, "stale", NOW).expect("consume"), None, "expired");
+        assert_eq!(magic_links::consume(c, "unknown", NOW).expect("consume"), None);
+
+        // Concurrent redemptions of one link: exactly one wins.
+        let winners: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let pool = pool.clone();
+                    scope.spawn(move || {
+                        let mut c = pool.get().expect("connection");
+                        magic_links::consume(&mut c, "live", NOW).expect("consume").is_some() as usize
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+        });
+        assert_eq!(winners, 1);
+        let used = magic_links::find(c, "live").expect("find").expect("link");
+        assert_eq!(used.consumed_at, Some(NOW));
+        assert!(!used.is_usable(NOW));
+
+        assert_eq!(magic_links::delete_expired(c, NOW).expect("cleanup"), 1);
+        assert!(magic_links::find(c, "stale").expect("find").is_none());
+    }
+
+    async fn users_cli(backend: Backend) {
+        let db = TestDb::new(backend);
+        db.migrate();
+        let cwd = db.dir.path();
+        let run = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&["--database-url", db.url.as_str()]);
+            truxectl(cwd, &[], &all)
+        };
+
+        let created = json(&run(&["users", "create", "--email", " Bob@Example.COM ", "--name", "Bob", "--verified", "--json"]));
+        assert_eq!(created["email"], "bob@example.com");
+        assert_eq!(created["display_name"], "Bob");
+        assert_eq!(created["email_verified"], true);
+        assert_eq!(created["status"], "active");
+        let bob = created["user_id"].as_str().expect("id").to_string();
+        assert!(bob.starts_with("usr_"));
+
+        let duplicate = run(&["users", "create", "--email", "bob@example.com"]);
+        assert!(!duplicate.status.success());
+        assert!(text(&duplicate).contains("already exists"), "{}", text(&duplicate));
+        let bad = run(&["users", "create", "--email", "not-an-email"]);
+        assert!(!bad.status.success());
+        assert!(text(&bad).contains("invalid email address"), "{}", text(&bad));
+        assert!(text(&bad).contains("not-an-email"), "names the input: {}", text(&bad));
+
+        let plain = run(&["users", "create", "--email", "carol@example.com"]);
+        assert!(plain.status.success(), "{}", text(&plain));
+        assert!(text(&plain).contains("created usr_"), "{}", text(&plain));
+
+        let list = json(&run(&["users", "list", "--json"]));
+        assert_eq!(list["users"].as_array().expect("users").len(), 2);
+        assert!(list["next_after"].is_null());
+        let page = json(&run(&["users", "list", "--limit", "1", "--json"]));
+        let next = page["next_after"].as_str().expect("more").to_string();
+        let rest = json(&run(&["users", "list", "--after", &next, "--json"]));
+        assert_eq!(rest["users"].as_array().expect("users").len(), 1);
+        assert_ne!(rest["users"][0]["user_id"], page["users"][0]["user_id"]);
+        let table = run(&["users", "list"]);
+        assert!(text(&table).contains("EMAIL") && text(&table).contains("bob@example.com"), "{}", text(&table));
+
+        let shown = json(&run(&["users", "show", "BOB@example.com", "--json"]));
+        assert_eq!(shown["user_id"], bob.as_str());
+        assert_eq!(shown["mfa_enabled"], false);
+        assert_eq!(shown["recovery_codes_left"], 0);
+        assert!(text(&run(&["users", "show", &bob])).contains("bob@example.com"));
+        let missing = run(&["users", "show", "nobody@example.com"]);
+        assert!(!missing.status.success());
+        assert!(text(&missing).contains("no user nobody@example.com"), "{}", text(&missing));
+
+        assert_eq!(json(&run(&["users", "disable", &bob, "--json"]))["status"], "disabled");
+        assert!(text(&run(&["users", "disable", &bob])).contains("already disabled"));
+        assert_eq!(json(&run(&["users", "enable", "bob@example.com", "--json"]))["status"], "active");
+
+        // Dangerous commands need a terminal or --yes.
+        let refused = run(&["users", "mfa-reset", &bob]);
+        assert!(!refused.status.success());
+        assert!(text(&refused).contains("--yes"), "{}", text(&refused));
+        assert_eq!(json(&run(&["users", "mfa-reset", &bob, "--yes", "--json"]))["mfa_reset"], false);
+
+        let refused = run(&["users", "delete", "bob@example.com"]);
+        assert!(!refused.status.success());
+        assert!(text(&refused).contains("--yes"), "{}", text(&refused));
+        assert!(json(&run(&["users", "show", &bob, "--json"]))["user_id"].is_string(), "still there");
+        let deleted = json(&run(&["users", "delete", "bob@example.com", "--yes", "--json"]));
+        assert_eq!(deleted["deleted"], bob.as_str());
+        assert!(!run(&["users", "show", &bob]).status.success());
+        let again = run(&["users", "delete", &bob, "--yes"]);
+        assert!(!again.status.success());
+        assert!(text(&again).contains("no user"), "{}", text(&again));
+    }
+}
+
+pub fn link(token_hash: &str, email: &str, user_id: Option<&str>, expires_at: i64) -> MagicLink {
+    MagicLink {
+        token_hash: token_hash.to_string(),
+        email: email.to_string(),
+        user_id: user_id.map(str::to_string),
+        created_at: NOW,
+        expires_at,
+        consumed_at: None,
+        return_to: Some("/oauth-provider/authorize?x=1".to_string()),
+        ip: Some("127.0.0.1".to_string()),
+    }
+}
+
+pub fn json(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "truxectl failed:\n{}", text(output));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(output)))
+}

@@ -1,0 +1,33 @@
+//! `POST /oauth-provider/revoke` (RFC 7009): a client revokes a token issued to it.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::error::oauth_error_response;
+use super::token::{Call, basic_attempted, client_credentials, read_form};
+use crate::oauth::OAuthError;
+use crate::service::grants;
+use crate::service::tokens::{self, Revocation};
+
+pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let basic = basic_attempted(&req);
+    match handle(&req, &state, payload).await {
+        // RFC 7009 §2.2: 200 whether or not there was anything to revoke.
+        Ok(_) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).finish(),
+        Err(error) => oauth_error_response(&error, basic),
+    }
+}
+
+async fn handle(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<Revocation, OAuthError> {
+    let form = read_form(req, payload).await?;
+    let credentials = client_credentials(req, &form)?;
+    // `token_type_hint` is only a hint (RFC 7009 §2.1): it decides which type is tried first,
+    // every type we issue is tried, and an unknown hint does not make a token unrevocable. A
+    // refresh token revokes its whole grant.
+    let token = form.require("token")?.to_string();
+    let hint = form.get("token_type_hint").map(str::to_string);
+    tokens::precheck(&credentials)?;
+    let call = Call::new(req, state)?;
+    call.run(state, move |conn, ctx| grants::revoke(conn, ctx, &credentials, &token, hint.as_deref())).await
+}

@@ -1,0 +1,145 @@
+//! `POST /oauth-provider/token`, and the request handling it shares with introspection and
+//! revocation: a bounded form body, client credentials, and one blocking task for the use case.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::{oauth_error_response, storage_failure};
+use super::request_id::RequestId;
+use crate::config::Config;
+use crate::jwt::TokenKeys;
+use crate::oauth::OAuthError;
+use crate::oauth::client_auth::{self, ClientCredentials};
+use crate::oauth::form::Form;
+use crate::service::tokens::{self, Context, TokenError, TokenRequest};
+use crate::store::{self, AnyConnection};
+
+/// OAuth requests are a few hundred bytes; anything beyond this is refused unread.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub async fn token(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let basic = basic_attempted(&req);
+    match issue(&req, &state, payload).await {
+        Ok(response) => no_store_json(&response),
+        Err(error) => oauth_error_response(&error, basic),
+    }
+}
+
+async fn issue(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<tokens::TokenResponse, OAuthError> {
+    let form = read_form(req, payload).await?;
+    let credentials = client_credentials(req, &form)?;
+    let request = TokenRequest::parse(&form)?;
+    tokens::precheck(&credentials)?;
+    let call = Call::new(req, state)?;
+    call.run(state, move |conn, ctx| tokens::issue(conn, ctx, &credentials, &request)).await
+}
+
+pub(super) fn basic_attempted(req: &HttpRequest) -> bool {
+    client_auth::basic_attempted(authorization(req))
+}
+
+fn authorization(req: &HttpRequest) -> Option<&str> {
+    // A header that is not visible ASCII cannot be valid Basic credentials; treat it as given
+    // but unreadable so that it fails as malformed rather than as absent.
+    req.headers().get(header::AUTHORIZATION).map(|value| value.to_str().unwrap_or("Basic !"))
+}
+
+pub(super) fn client_credentials(req: &HttpRequest, form: &Form) -> Result<ClientCredentials, OAuthError> {
+    client_auth::extract(authorization(req), form)
+}
+
+/// The body of an OAuth endpoint: `application/x-www-form-urlencoded` (RFC 6749 §3.2), at most
+/// [`MAX_BODY_BYTES`], every parameter at most once.
+pub(super) async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<Form, OAuthError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"));
+    }
+    let too_large = || OAuthError::invalid_request(format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            return Err(OAuthError::invalid_request(format!("the request body could not be read: {error}")));
+        }
+        Err(_) => return Err(too_large()),
+    };
+    Form::parse(&body)
+}
+
+/// What a use case needs, owned, so that it can move to a blocking thread.
+pub(super) struct Call {
+    config: Arc<Config>,
+    keys: Arc<TokenKeys>,
+    secret_key: crate::secret::Secret<Vec<u8>>,
+    now: i64,
+    ip: Option<String>,
+    request_id: Option<String>,
+}
+
+impl Call {
+    pub(super) fn new(req: &HttpRequest, state: &AppState) -> Result<Self, OAuthError> {
+        let keys = TokenKeys::shared(&state.signing_key).map_err(|error| {
+            tracing::error!(%error, "the signing key cannot be used for JWTs");
+            OAuthError::server_error("internal error")
+        })?;
+        Ok(Self {
+            config: state.config.clone(),
+            keys,
+            secret_key: state.client_secret_key.clone(),
+            now: store::unix_now(),
+            ip: req.peer_addr().map(|addr| addr.ip().to_string()),
+            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+        })
+    }
+
+    /// Runs the use case on a blocking thread (database work and the signature both stay off
+    /// the async workers) and maps its failures to OAuth errors.
+    pub(super) async fn run<T, F>(self, state: &AppState, work: F) -> Result<T, OAuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection, &Context<'_>) -> Result<T, TokenError> + Send + 'static,
+    {
+        let result = store::run(&state.pool, move |conn| {
+            let ctx = Context {
+                config: &self.config,
+                keys: &self.keys,
+                secret_key: self.secret_key.secret(),
+                now: self.now,
+                ip: self.ip.as_deref(),
+                request_id: self.request_id.as_deref(),
+            };
+            Ok(work(conn, &ctx))
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(TokenError::OAuth(error))) => Err(error),
+            Ok(Err(TokenError::Store(error))) | Err(error) => Err(storage_failure(&error)),
+            Ok(Err(TokenError::Jwt(error))) => {
+                tracing::error!(%error, "signing an access token failed");
+                Err(OAuthError::server_error("internal error"))
+            }
+        }
+    }
+}
+
+/// RFC 6749 §5.1: token responses must not be cached.
+pub(super) fn no_store_json(body: &impl Serialize) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(body)
+}

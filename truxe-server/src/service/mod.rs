@@ -1,0 +1,11 @@
+//! Use cases: load → decide → persist. No actix types; the HTTP layer and truxectl both call these.
+
+pub mod authorize;
+pub mod clients;
+pub mod consents;
+pub mod grants;
+pub mod mfa;
+pub mod sessions;
+pub mod sign_in;
+pub mod tokens;
+pub mod users;

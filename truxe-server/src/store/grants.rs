@@ -1,0 +1,173 @@
+//! Authorization codes, grants and refresh tokens (`oauth_authorization_codes`, `oauth_grants`,
+//! `oauth_tokens` rows of type `refresh_token`). Codes and refresh tokens are stored only as the
+//! hex SHA-256 of their value; single use and rotation are one conditional `UPDATE` each.
+
+use diesel::prelude::*;
+
+use super::schema::{oauth_authorization_codes as codes, oauth_grants as grants, oauth_tokens as tokens};
+use super::{AnyConnection, StoreError};
+
+/// `oauth_tokens.token_type` of a refresh token.
+pub const REFRESH_TOKEN: &str = "refresh_token";
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = codes)]
+pub struct AuthorizationCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    /// RFC 8176 values, space-separated.
+    pub amr: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub consumed_at: Option<i64>,
+    /// The grant the code's redemption created.
+    pub grant_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = grants)]
+pub struct Grant {
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub scope: String,
+    pub auth_time: Option<i64>,
+    pub amr: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An `oauth_tokens` row of type `refresh_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tokens)]
+pub struct RefreshToken {
+    pub jti: String,
+    pub token_type: String,
+    pub token_hash: Option<String>,
+    pub grant_id: Option<String>,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+// ---- codes -----------------------------------------------------------------------------------
+
+pub fn insert_code(conn: &mut AnyConnection, code: &AuthorizationCode) -> Result<(), StoreError> {
+    diesel::insert_into(codes::table).values(code).execute(conn)?;
+    Ok(())
+}
+
+pub fn find_code(conn: &mut AnyConnection, code_hash: &str) -> Result<Option<AuthorizationCode>, StoreError> {
+    Ok(codes::table
+        .filter(codes::code_hash.eq(code_hash))
+        .select(AuthorizationCode::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Marks the code used by `grant_id`; `false` when it was already used (by a concurrent request:
+/// exactly one caller ever gets `true`).
+pub fn consume_code(conn: &mut AnyConnection, code_hash: &str, grant_id: &str, now: i64) -> Result<bool, StoreError> {
+    let updated =
+        diesel::update(codes::table.filter(codes::code_hash.eq(code_hash)).filter(codes::consumed_at.is_null()))
+            .set((codes::consumed_at.eq(now), codes::grant_id.eq(grant_id)))
+            .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Removes codes that expired before `before` (housekeeping).
+pub fn delete_expired_codes(conn: &mut AnyConnection, before: i64) -> Result<usize, StoreError> {
+    Ok(diesel::delete(codes::table.filter(codes::expires_at.lt(before))).execute(conn)?)
+}
+
+// ---- grants ----------------------------------------------------------------------------------
+
+pub fn insert_grant(conn: &mut AnyConnection, grant: &Grant) -> Result<(), StoreError> {
+    diesel::insert_into(grants::table).values(grant).execute(conn)?;
+    Ok(())
+}
+
+pub fn find_grant(conn: &mut AnyConnection, grant_id: &str) -> Result<Option<Grant>, StoreError> {
+    Ok(grants::table.filter(grants::grant_id.eq(grant_id)).select(Grant::as_select()).first(conn).optional()?)
+}
+
+/// Whether the grant exists and is not revoked (a deleted user or client deletes its grants).
+pub fn grant_is_active(conn: &mut AnyConnection, grant_id: &str) -> Result<bool, StoreError> {
+    let revoked_at: Option<Option<i64>> =
+        grants::table.filter(grants::grant_id.eq(grant_id)).select(grants::revoked_at).first(conn).optional()?;
+    Ok(matches!(revoked_at, Some(None)))
+}
+
+/// Revokes a grant and every token of it; `false` when it was already revoked or is unknown.
+pub fn revoke_grant(conn: &mut AnyConnection, grant_id: &str, now: i64) -> Result<bool, StoreError> {
+    let updated =
+        diesel::update(grants::table.filter(grants::grant_id.eq(grant_id)).filter(grants::revoked_at.is_null()))
+            .set(grants::revoked_at.eq(now))
+            .execute(conn)?;
+    diesel::update(tokens::table.filter(tokens::grant_id.eq(grant_id)).filter(tokens::revoked_at.is_null()))
+        .set(tokens::revoked_at.eq(now))
+        .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// The live grants of a user for a client (to revoke them when consent is withdrawn).
+pub fn live_grant_ids(conn: &mut AnyConnection, user_id: &str, client_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(grants::table
+        .filter(grants::user_id.eq(user_id))
+        .filter(grants::client_id.eq(client_id))
+        .filter(grants::revoked_at.is_null())
+        .select(grants::grant_id)
+        .load(conn)?)
+}
+
+// ---- refresh tokens --------------------------------------------------------------------------
+
+pub fn insert_refresh_token(conn: &mut AnyConnection, token: &RefreshToken) -> Result<(), StoreError> {
+    diesel::insert_into(tokens::table).values(token).execute(conn)?;
+    Ok(())
+}
+
+pub fn find_refresh_token(conn: &mut AnyConnection, token_hash: &str) -> Result<Option<RefreshToken>, StoreError> {
+    Ok(tokens::table
+        .filter(tokens::token_hash.eq(token_hash))
+        .filter(tokens::token_type.eq(REFRESH_TOKEN))
+        .select(RefreshToken::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Marks a live refresh token rotated; `false` when it was rotated or revoked already (exactly
+/// one of concurrent callers gets `true`).
+pub fn rotate_refresh_token(conn: &mut AnyConnection, jti: &str, now: i64) -> Result<bool, StoreError> {
+    let updated = diesel::update(
+        tokens::table
+            .filter(tokens::jti.eq(jti))
+            .filter(tokens::rotated_at.is_null())
+            .filter(tokens::revoked_at.is_null()),
+    )
+    .set(tokens::rotated_at.eq(now))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Whether an access token's `jti` was revoked (RFC 7009 stores revoked access tokens).
+pub fn access_token_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool, StoreError> {
+    let revoked_at: Option<Option<i64>> = tokens::table
+        .filter(tokens::jti.eq(jti))
+        .filter(tokens::token_type.eq("access_token"))
+        .select(tokens::revoked_at)
+        .first(conn)
+        .optional()?;
+    Ok(revoked_at.flatten().is_some())
+}

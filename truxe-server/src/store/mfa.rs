@@ -1,0 +1,173 @@
+//! The MFA columns of `users` and the `mfa_recovery_codes` table. Every single-use rule is one
+//! conditional `UPDATE` that must touch exactly one row, so concurrent requests cannot both win.
+
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+
+use super::schema::{mfa_recovery_codes as codes, users};
+use super::{AnyConnection, StoreError};
+
+/// A user's second-factor state, the encrypted secret included.
+#[derive(Queryable, Selectable, Clone, PartialEq, Eq)]
+#[diesel(table_name = users)]
+pub struct MfaState {
+    /// Encrypted (see `mfa::encrypt_secret`); set while pending and once enabled.
+    pub mfa_secret: Option<String>,
+    pub mfa_enabled: bool,
+    pub mfa_last_step: Option<i64>,
+    pub mfa_failed_attempts: i32,
+    pub mfa_locked_until: Option<i64>,
+}
+
+impl std::fmt::Debug for MfaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaState")
+            .field("mfa_secret", &self.mfa_secret.as_ref().map(|_| "[redacted]"))
+            .field("mfa_enabled", &self.mfa_enabled)
+            .field("mfa_last_step", &self.mfa_last_step)
+            .field("mfa_failed_attempts", &self.mfa_failed_attempts)
+            .field("mfa_locked_until", &self.mfa_locked_until)
+            .finish()
+    }
+}
+
+/// `None` when the user does not exist.
+pub fn load(conn: &mut AnyConnection, user_id: &str) -> Result<Option<MfaState>, StoreError> {
+    Ok(users::table.filter(users::user_id.eq(user_id)).select(MfaState::as_select()).first(conn).optional()?)
+}
+
+/// Stores a pending (not yet confirmed) secret; `false` when the user does not exist or has
+/// MFA enabled already (a confirmed secret is only replaced through `clear`).
+pub fn set_pending_secret(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    encrypted_secret: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(users::table.filter(users::user_id.eq(user_id)).filter(users::mfa_enabled.eq(false)))
+        .set((users::mfa_secret.eq(encrypted_secret), users::mfa_last_step.eq(None::<i64>), users::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Turns the pending secret on, recording the step of the confirming code; `false` when there
+/// was no pending secret (or another request confirmed it first).
+pub fn confirm(conn: &mut AnyConnection, user_id: &str, step: i64, now: i64) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        users::table
+            .filter(users::user_id.eq(user_id))
+            .filter(users::mfa_enabled.eq(false))
+            .filter(users::mfa_secret.is_not_null()),
+    )
+    .set((
+        users::mfa_enabled.eq(true),
+        users::mfa_enrolled_at.eq(now),
+        users::mfa_last_step.eq(step),
+        users::mfa_failed_attempts.eq(0),
+        users::mfa_locked_until.eq(None::<i64>),
+        users::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Records an accepted TOTP step and clears the failure count; `false` when this step (or a
+/// later one) was already used, which makes concurrent replays of one code lose.
+pub fn accept_step(conn: &mut AnyConnection, user_id: &str, step: i64) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        users::table
+            .filter(users::user_id.eq(user_id))
+            .filter(users::mfa_last_step.is_null().or(users::mfa_last_step.lt(step))),
+    )
+    .set((users::mfa_last_step.eq(step), users::mfa_failed_attempts.eq(0), users::mfa_locked_until.eq(None::<i64>)))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Compare-and-set of the failure counter: writes `attempts`/`locked_until` only if the
+/// counter still holds `expected`; `false` means another request got there first (re-read).
+pub fn record_failure(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    expected: i32,
+    attempts: i32,
+    locked_until: Option<i64>,
+) -> Result<bool, StoreError> {
+    let changed =
+        diesel::update(users::table.filter(users::user_id.eq(user_id)).filter(users::mfa_failed_attempts.eq(expected)))
+            .set((users::mfa_failed_attempts.eq(attempts), users::mfa_locked_until.eq(locked_until)))
+            .execute(conn)?;
+    Ok(changed == 1)
+}
+
+pub fn clear_failures(conn: &mut AnyConnection, user_id: &str) -> Result<(), StoreError> {
+    diesel::update(users::table.filter(users::user_id.eq(user_id)))
+        .set((users::mfa_failed_attempts.eq(0), users::mfa_locked_until.eq(None::<i64>)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Removes the enrolment (pending or confirmed), the lockout and every recovery code;
+/// `false` when the user does not exist.
+pub fn clear(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<bool, StoreError> {
+    delete_recovery_codes(conn, user_id)?;
+    let changed = diesel::update(users::table.filter(users::user_id.eq(user_id)))
+        .set((
+            users::mfa_secret.eq(None::<String>),
+            users::mfa_enabled.eq(false),
+            users::mfa_enrolled_at.eq(None::<i64>),
+            users::mfa_last_step.eq(None::<i64>),
+            users::mfa_failed_attempts.eq(0),
+            users::mfa_locked_until.eq(None::<i64>),
+            users::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Replaces the user's recovery codes with these hashes; call inside a transaction.
+pub fn replace_recovery_codes(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    code_hashes: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    delete_recovery_codes(conn, user_id)?;
+    // One statement per code: MultiConnection has no batch insert, and there are ten.
+    for hash in code_hashes {
+        diesel::insert_into(codes::table)
+            .values((codes::user_id.eq(user_id), codes::code_hash.eq(hash), codes::created_at.eq(now)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Marks an unused code used; `false` when it is unknown or already used.
+pub fn use_recovery_code(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    code_hash: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        codes::table
+            .filter(codes::user_id.eq(user_id))
+            .filter(codes::code_hash.eq(code_hash))
+            .filter(codes::used_at.is_null()),
+    )
+    .set(codes::used_at.eq(now))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+pub fn unused_recovery_codes(conn: &mut AnyConnection, user_id: &str) -> Result<i64, StoreError> {
+    Ok(codes::table
+        .filter(codes::user_id.eq(user_id))
+        .filter(codes::used_at.is_null())
+        .select(count_star())
+        .first(conn)?)
+}
+
+pub fn delete_recovery_codes(conn: &mut AnyConnection, user_id: &str) -> Result<usize, StoreError> {
+    Ok(diesel::delete(codes::table.filter(codes::user_id.eq(user_id))).execute(conn)?)
+}
