@@ -207,8 +207,10 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
 }
 
-fn audit_actions(server: &TestServer) -> Vec<(String, Option<String>, String)> {
+/// The audit trail, once the events queued so far are written.
+async fn audit_actions(server: &TestServer) -> Vec<(String, Option<String>, String)> {
     use truxe_server::store::schema::audit_events as a;
+    server.state.audit.flush().await;
     let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
     let pool = truxe_server::store::connect(&config.database).expect("connect");
     let mut conn = pool.get().expect("connection");
@@ -242,6 +244,104 @@ on_both_backends! {
     async fn revocation(backend: Backend) {
         revocation_on(backend).await
     }
+    async fn admin_changes_reach_cached_clients_at_once(backend: Backend) {
+        admin_changes_reach_cached_clients_at_once_on(backend).await
+    }
+    async fn queued_audit_events_are_written_at_shutdown(backend: Backend) {
+        queued_audit_events_are_written_at_shutdown_on(backend).await
+    }
+}
+
+/// `token.issued` is written off the request path; stopping the server writes what is queued.
+async fn queued_audit_events_are_written_at_shutdown_on(backend: Backend) {
+    let mut server = token_server(backend, &[]).await;
+    let client = machine_client(&server, "client_secret_basic").await;
+    let set = jwks(&server).await;
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let request = server
+            .client
+            .post(server.url("/oauth-provider/token"))
+            .header("authorization", basic(&client.client_id, &client.secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("grant_type", "client_credentials")]));
+        requests.spawn(async move {
+            let answer: Value = request.send().await.expect("token request").json().await.expect("json");
+            answer["access_token"].as_str().expect("access_token").to_string()
+        });
+    }
+    let tokens = requests.join_all().await;
+    server.stop().await;
+    let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
+    let pool = truxe_server::store::connect(&config.database).expect("connect");
+    use truxe_server::store::schema::audit_events as a;
+    let subjects: Vec<Option<String>> = a::table
+        .filter(a::action.eq("token.issued"))
+        .select(a::subject)
+        .load(&mut pool.get().expect("connection"))
+        .expect("audit");
+    for token in &tokens {
+        let (_, claims) = verify_with_jwks(token, &set, ISSUER);
+        assert!(subjects.contains(&Some(claims.jti.clone())), "{} missing from {subjects:?}", claims.jti);
+    }
+    assert_eq!(subjects.len(), tokens.len());
+}
+
+/// The token endpoint caches clients; a change through this server's admin API still applies to
+/// the very next request.
+async fn admin_changes_reach_cached_clients_at_once_on(backend: Backend) {
+    let server = token_server(backend, &[]).await;
+    let client = machine_client(&server, "client_secret_basic").await;
+    let path = format!("/oauth-provider/clients/{}", client.client_id);
+    let admin = |method: reqwest::Method, body: Value| {
+        let request = server.client.request(method, server.url(&path)).bearer_auth(ADMIN_TOKEN).json(&body);
+        async move {
+            let response = request.send().await.expect("admin request");
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let grant = form(&[("grant_type", "client_credentials")]);
+    let token = token_for(&server, &client, &[]).await;
+    assert_eq!(introspect(&server, &client, &token).await["active"], true, "the client is now cached");
+
+    assert_eq!(admin(reqwest::Method::PATCH, json!({ "status": "suspended" })).await.0, 200);
+    let answer =
+        post_form(&server, "/oauth-provider/token", Some(&basic(&client.client_id, &client.secret)), grant.clone())
+            .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "suspended while cached");
+    let answer = post_form(
+        &server,
+        "/oauth-provider/introspect",
+        Some(&basic(&client.client_id, &client.secret)),
+        form(&[("token", &token)]),
+    )
+    .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "introspection by a suspended client");
+    assert_eq!(admin(reqwest::Method::PATCH, json!({ "status": "active" })).await.0, 200);
+    token_for(&server, &client, &[]).await;
+
+    let rotated = server
+        .client
+        .post(server.url(&format!("{path}/regenerate-secret")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("regenerate");
+    assert_eq!(rotated.status().as_u16(), 200);
+    let rotated: Value = rotated.json().await.expect("json");
+    let new_secret = rotated["client_secret"].as_str().expect("client_secret").to_string();
+    let answer =
+        post_form(&server, "/oauth-provider/token", Some(&basic(&client.client_id, &client.secret)), grant.clone())
+            .await;
+    assert_oauth_error(&answer, 401, "invalid_client", "the replaced secret, no grace");
+    let answer =
+        post_form(&server, "/oauth-provider/token", Some(&basic(&client.client_id, &new_secret)), grant.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+
+    assert_eq!(admin(reqwest::Method::DELETE, Value::Null).await.0, 204);
+    let answer = post_form(&server, "/oauth-provider/token", Some(&basic(&client.client_id, &new_secret)), grant).await;
+    assert_oauth_error(&answer, 401, "invalid_client", "deleted while cached");
 }
 
 async fn client_credentials_with_basic_and_post_on(backend: Backend) {
@@ -297,7 +397,7 @@ async fn client_credentials_with_basic_and_post_on(backend: Backend) {
     assert_ne!(a.jti, b.jti);
 
     // The audit trail has the issue, with the jti and never the token.
-    let events = audit_actions(&server);
+    let events = audit_actions(&server).await;
     let issued: Vec<_> = events.iter().filter(|(action, _, _)| action == "token.issued").collect();
     assert_eq!(issued.len(), 4, "{events:?}");
     let (_, subject, details) = issued.last().expect("one");
@@ -760,7 +860,7 @@ async fn revocation_on(backend: Backend) {
     assert_eq!(introspect(&server, &owner, &kept).await["active"], true);
 
     // One revocation recorded, one audit event.
-    let events = audit_actions(&server);
+    let events = audit_actions(&server).await;
     assert_eq!(events.iter().filter(|(action, _, _)| action == "token.revoked").count(), 1, "{events:?}");
     use truxe_server::store::schema::oauth_tokens as t;
     let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);

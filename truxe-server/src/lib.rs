@@ -1,5 +1,7 @@
 //! Truxe server library: configuration, storage, keys and the HTTP application.
 
+pub mod audit;
+pub mod client_cache;
 pub mod config;
 pub mod datadir;
 pub mod http;

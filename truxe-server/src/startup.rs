@@ -154,6 +154,7 @@ impl Application {
             None => None,
         };
 
+        let audit = Arc::new(crate::audit::AuditLog::start(pool.clone()));
         let state = web::Data::new(AppState {
             config: config.clone(),
             pool,
@@ -165,6 +166,8 @@ impl Application {
             session_key: http::session::derive_key(&credentials.session_secret),
             magic_link_key,
             mailer: Arc::new(mailer),
+            audit,
+            clients: Arc::new(crate::client_cache::ClientCache::default()),
         });
         tokio::spawn(housekeeping(state.pool.clone()));
         let port =
@@ -199,7 +202,8 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops accepting and lets in-flight requests finish.
+    /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish and
+    /// writes the queued audit events.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         tokio::spawn(async move {
@@ -207,12 +211,15 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight requests");
             handle.stop(true).await;
         });
-        self.server.await
+        self.run().await
     }
 
-    /// Serves without signal handling (tests stop it through [`Application::handle`]).
+    /// Serves without signal handling (tests stop it through [`Application::handle`]); once
+    /// stopped, writes the queued audit events (waiting at most `audit::SHUTDOWN_WAIT`).
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.state.audit.close(crate::audit::SHUTDOWN_WAIT).await;
+        served
     }
 }
 

@@ -139,7 +139,10 @@ pub struct TestServer {
     pub base_url: String,
     pub db: TestDb,
     pub client: reqwest::Client,
+    /// The running server's state (its audit queue, its client cache).
+    pub state: actix_web::web::Data<truxe_server::http::AppState>,
     handle: actix_web::dev::ServerHandle,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
@@ -160,12 +163,15 @@ impl TestServer {
         let config = config_from(&vars, &db.dir);
         let app = Application::build_with_listener(config, listener).await.expect("server starts");
         let handle = app.handle();
-        tokio::spawn(app.run());
+        let state = app.state();
+        let running = tokio::spawn(app.run());
         TestServer {
             base_url,
             db,
             client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            state,
             handle,
+            running: Some(running),
         }
     }
 
@@ -177,6 +183,14 @@ impl TestServer {
         let response = self.client.get(self.url(path)).send().await.expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.expect("json body"))
+    }
+
+    /// Stops gracefully, as on SIGTERM, and waits until `Application::run` has returned.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(running) = self.running.take() {
+            running.await.expect("the server task").expect("the server ran");
+        }
     }
 }
 

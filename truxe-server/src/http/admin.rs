@@ -129,6 +129,7 @@ async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::Payl
     let result = run(&state, move |conn| service::create(conn, &request.context(), input)).await;
     match result {
         Ok(created) => {
+            state.clients.invalidate(&created.client.client_id);
             tracing::info!(client_id = %created.client.client_id, "client registered");
             HttpResponse::Created()
                 .insert_header((header::LOCATION, format!("/oauth-provider/clients/{}", created.client.client_id)))
@@ -190,7 +191,11 @@ async fn update(req: HttpRequest, state: web::Data<AppState>, payload: web::Payl
         Err(response) => return response,
     };
     let request = Request::new(&req, &state);
-    match run(&state, move |conn| service::update(conn, &request.context(), &client_id, patch)).await {
+    let changed_id = client_id.clone();
+    let result = run(&state, move |conn| service::update(conn, &request.context(), &client_id, patch)).await;
+    // Also on failure: the change may have been committed before the error.
+    state.clients.invalidate(&changed_id);
+    match result {
         Ok(client) => HttpResponse::Ok().json(client),
         Err(error) => error_response(error),
     }
@@ -202,7 +207,9 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     };
     let request = Request::new(&req, &state);
     let logged_id = client_id.clone();
-    match run(&state, move |conn| service::delete(conn, &request.context(), &client_id)).await {
+    let result = run(&state, move |conn| service::delete(conn, &request.context(), &client_id)).await;
+    state.clients.invalidate(&logged_id);
+    match result {
         Ok(()) => {
             tracing::info!(client_id = %logged_id, "client deleted");
             HttpResponse::NoContent().finish()
@@ -229,7 +236,10 @@ async fn regenerate_secret(req: HttpRequest, state: web::Data<AppState>, payload
     };
     let grace = Duration::from_secs(body.grace_seconds.unwrap_or(0));
     let request = Request::new(&req, &state);
-    match run(&state, move |conn| service::regenerate_secret(conn, &request.context(), &client_id, grace)).await {
+    let changed_id = client_id.clone();
+    let result = run(&state, move |conn| service::regenerate_secret(conn, &request.context(), &client_id, grace)).await;
+    state.clients.invalidate(&changed_id);
+    match result {
         Ok(rotated) => {
             tracing::info!(client_id = %rotated.client.client_id, grace_seconds = grace.as_secs(), "client secret rotated");
             HttpResponse::Ok().json(rotated.body())

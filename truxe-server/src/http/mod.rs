@@ -43,6 +43,10 @@ pub struct AppState {
     pub magic_link_key: Secret<Vec<u8>>,
     /// Magic-link mail: SMTP, or the log in development.
     pub mailer: Arc<crate::mail::Mailer>,
+    /// Audit events written in the background (issued machine tokens).
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// Clients recently read, for the token, introspection and revocation endpoints.
+    pub clients: Arc<crate::client_cache::ClientCache>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

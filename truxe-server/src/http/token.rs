@@ -2,6 +2,7 @@
 //! revocation: a bounded form body, client credentials, and one blocking task for the use case.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -10,13 +11,15 @@ use serde::Serialize;
 use super::AppState;
 use super::error::{oauth_error_response, storage_failure};
 use super::request_id::RequestId;
+use crate::audit::AuditLog;
+use crate::client_cache::ClientCache;
 use crate::config::Config;
 use crate::jwt::TokenKeys;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::{self, ClientCredentials};
 use crate::oauth::form::Form;
 use crate::service::tokens::{self, Context, TokenError, TokenRequest};
-use crate::store::{self, AnyConnection};
+use crate::store::{self, AnyConnection, StoreError};
 
 /// OAuth requests are a few hundred bytes; anything beyond this is refused unread.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -39,7 +42,16 @@ async fn issue(
     let request = TokenRequest::parse(&form)?;
     tokens::precheck(&credentials)?;
     let call = Call::new(req, state)?;
-    call.run(state, move |conn, ctx| tokens::issue(conn, ctx, &credentials, &request)).await
+    match request {
+        // The hot path of machine clients: no connection is taken unless the client is not cached.
+        TokenRequest::ClientCredentials { scope, resource } => {
+            call.run_without_connection(move |ctx| {
+                tokens::issue_client_credentials(ctx, &credentials, scope.as_deref(), resource.as_deref())
+            })
+            .await
+        }
+        request => call.run(state, move |conn, ctx| tokens::issue(conn, ctx, &credentials, &request)).await,
+    }
 }
 
 pub(super) fn basic_attempted(req: &HttpRequest) -> bool {
@@ -85,8 +97,12 @@ pub(super) struct Call {
     keys: Arc<TokenKeys>,
     secret_key: crate::secret::Secret<Vec<u8>>,
     now: i64,
+    clock: Instant,
     ip: Option<String>,
     request_id: Option<String>,
+    clients: Arc<ClientCache>,
+    audit: Arc<AuditLog>,
+    pool: store::Pool,
 }
 
 impl Call {
@@ -100,9 +116,28 @@ impl Call {
             keys,
             secret_key: state.client_secret_key.clone(),
             now: store::unix_now(),
+            clock: Instant::now(),
             ip: req.peer_addr().map(|addr| addr.ip().to_string()),
             request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            clients: state.clients.clone(),
+            audit: state.audit.clone(),
+            pool: state.pool.clone(),
         })
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            config: &self.config,
+            keys: &self.keys,
+            secret_key: self.secret_key.secret(),
+            now: self.now,
+            clock: self.clock,
+            ip: self.ip.as_deref(),
+            request_id: self.request_id.as_deref(),
+            clients: &self.clients,
+            audit: &self.audit,
+            pool: &self.pool,
+        }
     }
 
     /// Runs the use case on a blocking thread (database work and the signature both stay off
@@ -112,18 +147,28 @@ impl Call {
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection, &Context<'_>) -> Result<T, TokenError> + Send + 'static,
     {
-        let result = store::run(&state.pool, move |conn| {
-            let ctx = Context {
-                config: &self.config,
-                keys: &self.keys,
-                secret_key: self.secret_key.secret(),
-                now: self.now,
-                ip: self.ip.as_deref(),
-                request_id: self.request_id.as_deref(),
-            };
-            Ok(work(conn, &ctx))
+        let result = store::run(&state.pool, move |conn| Ok(work(conn, &self.context()))).await;
+        Self::outcome(result)
+    }
+
+    /// Like [`Call::run`], on a blocking thread (the signature stays off the async workers) but
+    /// without taking a connection first: `work` takes one from `Context::pool` if it must.
+    pub(super) async fn run_without_connection<T, F>(self, work: F) -> Result<T, OAuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Context<'_>) -> Result<T, TokenError> + Send + 'static,
+    {
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            work(&self.context())
         })
-        .await;
+        .await
+        .map_err(|_| StoreError::Cancelled);
+        Self::outcome(result)
+    }
+
+    fn outcome<T>(result: Result<Result<T, TokenError>, StoreError>) -> Result<T, OAuthError> {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(TokenError::OAuth(error))) => Err(error),

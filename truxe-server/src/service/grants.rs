@@ -10,7 +10,6 @@
 use diesel::Connection;
 
 use super::authorize::{OFFLINE_ACCESS, token_hash};
-use super::clients;
 use super::tokens::{
     self, Audiences, Context, PublicClients, Revocation, TokenError, TokenResponse, access_token_claims, authenticate,
     lifetime, new_jti, precheck,
@@ -354,7 +353,7 @@ pub fn exchange_code(
     request: &CodeRequest,
 ) -> Result<TokenResponse, TokenError> {
     precheck(credentials)?;
-    let client = clients::find(conn, credentials.client_id())?;
+    let client = tokens::load_client(conn, ctx, credentials.client_id())?;
     let client = authenticate(client, credentials, ctx.secret_key, ctx.now, PublicClients::Allowed)?;
     if !client.allows_grant(GrantType::AuthorizationCode) {
         return Err(
@@ -450,7 +449,7 @@ pub fn refresh(
     request: &RefreshRequest,
 ) -> Result<TokenResponse, TokenError> {
     precheck(credentials)?;
-    let client = clients::find(conn, credentials.client_id())?;
+    let client = tokens::load_client(conn, ctx, credentials.client_id())?;
     let client = authenticate(client, credentials, ctx.secret_key, ctx.now, PublicClients::Allowed)?;
     if !ctx.config.oauth.allow_refresh_token {
         return Err(OAuthError::unsupported_grant_type("refresh tokens are turned off on this server").into());
@@ -576,7 +575,7 @@ pub fn revoke(
         return tokens::revoke(conn, ctx, credentials, token);
     }
     precheck(credentials)?;
-    let caller = clients::find(conn, credentials.client_id())?;
+    let caller = tokens::load_client(conn, ctx, credentials.client_id())?;
     let caller = authenticate(caller, credentials, ctx.secret_key, ctx.now, PublicClients::Allowed)?;
     let Some(refresh) = grant_store::find_refresh_token(conn, &token_hash(token))? else {
         return Ok(Revocation::Ignored);

@@ -1,9 +1,15 @@
 //! Access tokens: the `client_credentials` grant, introspection (RFC 7662) and revocation
-//! (RFC 7009). Each use case authenticates the client, decides, and persists, on one connection.
+//! (RFC 7009). Each use case authenticates the client (read through the client cache), decides,
+//! and persists, on one connection; `client_credentials` needs none while its client is cached.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use diesel::prelude::*;
 use serde::Serialize;
 
+use crate::audit::AuditLog;
+use crate::client_cache::ClientCache;
 use crate::config::Config;
 use crate::jwt::{AccessTokenClaims, JwtError, TokenKeys};
 use crate::model::client::{self as model, AuthMethod, Client, GrantType};
@@ -14,7 +20,7 @@ use crate::oauth::scope::ScopeSet;
 use crate::service::{clients, grants};
 use crate::store::audit::{self, AuditEvent};
 use crate::store::schema::oauth_tokens;
-use crate::store::{AnyConnection, StoreError};
+use crate::store::{AnyConnection, Pool, StoreError};
 
 /// Scopes about a user; a machine token has no user, so `client_credentials` never grants them.
 pub const USER_ONLY_SCOPES: [&str; 2] = ["openid", "offline_access"];
@@ -39,15 +45,21 @@ impl From<diesel::result::Error> for TokenError {
 }
 
 /// Everything a use case needs besides the connection and the request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub config: &'a Config,
     pub keys: &'a TokenKeys,
     /// The HMAC key client secrets are hashed under.
     pub secret_key: &'a [u8],
     pub now: i64,
+    /// The same instant on the monotonic clock, for the client cache.
+    pub clock: Instant,
     pub ip: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    pub clients: &'a ClientCache,
+    pub audit: &'a AuditLog,
+    /// Where a use case that was given no connection gets one, when it needs one.
+    pub pool: &'a Pool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,12 +161,12 @@ pub enum PublicClients {
 /// RFC 6749 §2.3: the client exists, is active, authenticated with the method it registered, and
 /// presented its secret (or, within the rotation grace, the previous one).
 pub fn authenticate(
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
     credentials: &ClientCredentials,
     secret_key: &[u8],
     now: i64,
     public_clients: PublicClients,
-) -> Result<Client, OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     let client = client.ok_or_else(client_authentication_failed)?;
     if !client.is_active() {
         return Err(OAuthError::invalid_client(format!("the client is {}", client.status.as_str())));
@@ -260,34 +272,64 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
 }
 
-fn load_client(conn: &mut AnyConnection, client_id: &str) -> Result<Option<Client>, StoreError> {
-    clients::find(conn, client_id)
+/// The client named `client_id`, from the client cache while it is fresh, else from `conn`.
+pub(crate) fn load_client(
+    conn: &mut AnyConnection,
+    ctx: &Context<'_>,
+    client_id: &str,
+) -> Result<Option<Arc<Client>>, StoreError> {
+    ctx.clients.get_or_load(client_id, ctx.clock, || clients::find(conn, client_id))
 }
 
-/// `POST /oauth-provider/token`.
+/// `POST /oauth-provider/token` on a connection the caller already holds. The HTTP layer sends
+/// `client_credentials` to [`issue_client_credentials`] instead, which takes none unless it must.
 pub fn issue(
     conn: &mut AnyConnection,
     ctx: &Context<'_>,
     credentials: &ClientCredentials,
     request: &TokenRequest,
 ) -> Result<TokenResponse, TokenError> {
-    let (scope, resource) = match request {
-        TokenRequest::ClientCredentials { scope, resource } => (scope, resource),
+    match request {
+        TokenRequest::ClientCredentials { scope, resource } => {
+            precheck(credentials)?;
+            let client = load_client(conn, ctx, credentials.client_id())?;
+            client_credentials_token(ctx, client, credentials, scope.as_deref(), resource.as_deref())
+        }
         // The grants of users (public clients allowed) live in `service::grants`.
-        TokenRequest::AuthorizationCode(code) => return grants::exchange_code(conn, ctx, credentials, code),
-        TokenRequest::RefreshToken(refresh) => return grants::refresh(conn, ctx, credentials, refresh),
-    };
+        TokenRequest::AuthorizationCode(code) => grants::exchange_code(conn, ctx, credentials, code),
+        TokenRequest::RefreshToken(refresh) => grants::refresh(conn, ctx, credentials, refresh),
+    }
+}
+
+/// `grant_type=client_credentials`: one signature and, while the client is cached, no database
+/// work on the request path (the audit event is queued, see [`crate::audit`]).
+pub fn issue_client_credentials(
+    ctx: &Context<'_>,
+    credentials: &ClientCredentials,
+    scope: Option<&str>,
+    resource: Option<&str>,
+) -> Result<TokenResponse, TokenError> {
     precheck(credentials)?;
-    let client = load_client(conn, credentials.client_id())?;
+    let client_id = credentials.client_id();
+    let client = ctx.clients.get_or_load(client_id, ctx.clock, || clients::find(&mut *ctx.pool.get()?, client_id))?;
+    client_credentials_token(ctx, client, credentials, scope, resource)
+}
+
+fn client_credentials_token(
+    ctx: &Context<'_>,
+    client: Option<Arc<Client>>,
+    credentials: &ClientCredentials,
+    scope: Option<&str>,
+    resource: Option<&str>,
+) -> Result<TokenResponse, TokenError> {
     let client = authenticate(client, credentials, ctx.secret_key, ctx.now, PublicClients::Refused)?;
     let audiences = Audiences::from_config(ctx.config);
-    let (scope, audience) = client_credentials(&client, scope.as_deref(), resource.as_deref(), &audiences)?;
+    let (scope, audience) = client_credentials(&client, scope, resource, &audiences)?;
 
     let claims = access_token_claims(ctx.config, &client, &client.client_id, &scope, &audience, new_jti(), ctx.now);
     let access_token = ctx.keys.encode(&claims)?;
-    audit::record(
-        conn,
-        &AuditEvent {
+    ctx.audit.record(
+        AuditEvent {
             action: "token.issued".to_string(),
             actor: format!("client:{}", client.client_id),
             subject: Some(claims.jti.clone()),
@@ -356,7 +398,7 @@ pub fn introspect(
     token: &str,
 ) -> Result<Introspection, TokenError> {
     precheck(credentials)?;
-    let caller = load_client(conn, credentials.client_id())?;
+    let caller = load_client(conn, ctx, credentials.client_id())?;
     let caller = authenticate(caller, credentials, ctx.secret_key, ctx.now, PublicClients::Refused)?;
 
     let claims = match ctx.keys.verify(token, &ctx.config.issuer, ctx.now) {
@@ -379,7 +421,7 @@ pub fn introspect(
     let owner_active = if claims.client_id == caller.client_id {
         true
     } else {
-        load_client(conn, &claims.client_id)?.is_some_and(|owner| owner.is_active())
+        load_client(conn, ctx, &claims.client_id)?.is_some_and(|owner| owner.is_active())
     };
     if !owner_active {
         tracing::debug!(jti = %claims.jti, "introspection: the token's client is no longer active");
@@ -428,7 +470,7 @@ pub fn revoke(
     token: &str,
 ) -> Result<Revocation, TokenError> {
     precheck(credentials)?;
-    let caller = load_client(conn, credentials.client_id())?;
+    let caller = load_client(conn, ctx, credentials.client_id())?;
     let caller = authenticate(caller, credentials, ctx.secret_key, ctx.now, PublicClients::Allowed)?;
 
     let claims = match ctx.keys.verify(token, &ctx.config.issuer, ctx.now) {
@@ -590,7 +632,9 @@ mod tests {
     #[test]
     fn authentication_rules() {
         let now = 1_000;
-        let ok = |c: Client, creds: &ClientCredentials| authenticate(Some(c), creds, KEY, now, PublicClients::Refused);
+        let ok = |c: Client, creds: &ClientCredentials| {
+            authenticate(Some(Arc::new(c)), creds, KEY, now, PublicClients::Refused)
+        };
         assert!(ok(machine(), &basic("cs_right")).is_ok());
         assert_eq!(code(ok(machine(), &basic("cs_wrong"))), ErrorCode::InvalidClient);
         assert_eq!(code(ok(machine(), &post("cs_right"))), ErrorCode::InvalidClient, "registered for basic");
@@ -616,9 +660,9 @@ mod tests {
         let public = client(AuthMethod::None, &[GrantType::AuthorizationCode], "openid");
         let none = ClientCredentials::None { client_id: "cl_service".into() };
         assert_eq!(code(ok(public.clone(), &none)), ErrorCode::InvalidClient);
-        assert!(authenticate(Some(public), &none, KEY, now, PublicClients::Allowed).is_ok());
+        assert!(authenticate(Some(Arc::new(public)), &none, KEY, now, PublicClients::Allowed).is_ok());
         assert_eq!(
-            code(authenticate(Some(machine()), &none, KEY, now, PublicClients::Allowed)),
+            code(authenticate(Some(Arc::new(machine())), &none, KEY, now, PublicClients::Allowed)),
             ErrorCode::InvalidClient,
             "a confidential client must present its secret"
         );
