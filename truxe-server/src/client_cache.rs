@@ -107,31 +107,19 @@ impl ClientCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::client::{AuthMethod, ClientStatus};
+    use crate::model::client::AuthMethod;
     use crate::oauth::scope::ScopeSet;
 
     fn client(id: &str) -> Client {
         Client {
             client_id: id.into(),
             client_name: "Service".into(),
-            secret_hash: None,
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             grant_types: Vec::new(),
             allowed_scopes: ScopeSet::default(),
             redirect_uris: Vec::new(),
-            post_logout_redirect_uris: Vec::new(),
-            require_pkce: true,
             require_consent: false,
-            trusted: false,
-            client_uri: None,
-            logo_uri: None,
-            tos_uri: None,
-            policy_uri: None,
-            status: ClientStatus::Active,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::example()
         }
     }
 

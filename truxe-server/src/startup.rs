@@ -223,8 +223,8 @@ impl Application {
     }
 }
 
-/// Hourly: drops magic links a day after they expired and sessions 30 days after they ended
-/// (kept that long for `truxectl users sessions --all`).
+/// Hourly: drops magic links and authorization codes a day after they expired, and sessions 30
+/// days after they ended (kept that long for `truxectl users sessions --all`).
 async fn housekeeping(pool: store::Pool) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
     loop {
@@ -233,12 +233,17 @@ async fn housekeeping(pool: store::Pool) {
         let result = store::run(&pool, move |conn| {
             let links = store::magic_links::delete_expired(conn, now - 86_400)?;
             let sessions = store::sessions::delete_stale(conn, now - 30 * 86_400)?;
-            Ok((links, sessions))
+            // A day after expiry a code can only be refused as expired; replay detection no
+            // longer needs its row.
+            let codes = store::grants::delete_expired_codes(conn, now - 86_400)?;
+            Ok((links, sessions, codes))
         })
         .await;
         match result {
-            Ok((0, 0)) => {}
-            Ok((links, sessions)) => tracing::info!(links, sessions, "removed expired magic links and sessions"),
+            Ok((0, 0, 0)) => {}
+            Ok((links, sessions, codes)) => {
+                tracing::info!(links, sessions, codes, "removed expired magic links, sessions and authorization codes")
+            }
             Err(error) => tracing::warn!(%error, "housekeeping failed; retrying in an hour"),
         }
     }

@@ -166,31 +166,16 @@ pub fn after_sign_out(end: &EndSession, removal: Cookie<'static>) -> Option<Http
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::client::{AuthMethod, ClientStatus};
+
     use crate::oauth::scope::ScopeSet;
 
     fn client() -> Client {
         Client {
-            client_id: "cl_app".into(),
-            client_name: "App".into(),
-            secret_hash: None,
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
-            token_endpoint_auth_method: AuthMethod::None,
             grant_types: vec![],
             allowed_scopes: ScopeSet::default(),
             redirect_uris: vec![],
             post_logout_redirect_uris: vec!["https://app.example/bye".into()],
-            require_pkce: true,
-            require_consent: true,
-            trusted: false,
-            client_uri: None,
-            logo_uri: None,
-            tos_uri: None,
-            policy_uri: None,
-            status: ClientStatus::Active,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::example()
         }
     }
 

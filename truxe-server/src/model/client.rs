@@ -111,6 +111,35 @@ impl Client {
     }
 }
 
+#[cfg(test)]
+impl Client {
+    /// An active public client for unit tests; each test overrides what it is about.
+    pub fn example() -> Client {
+        Client {
+            client_id: "cl_app".into(),
+            client_name: "App".into(),
+            secret_hash: None,
+            previous_secret_hash: None,
+            previous_secret_expires_at: None,
+            token_endpoint_auth_method: AuthMethod::None,
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            allowed_scopes: ScopeSet::parse("openid email profile offline_access").expect("scopes"),
+            redirect_uris: vec!["https://app.example/cb".into()],
+            post_logout_redirect_uris: vec![],
+            require_pkce: true,
+            require_consent: true,
+            trusted: false,
+            client_uri: None,
+            logo_uri: None,
+            tos_uri: None,
+            policy_uri: None,
+            status: ClientStatus::Active,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 pub const CLIENT_ID_PREFIX: &str = "cl_";
 
 /// Whether a presented client_id could be one of ours; anything else (NUL bytes, SQL

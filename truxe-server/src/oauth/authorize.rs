@@ -223,32 +223,16 @@ pub fn error_redirect(redirect_uri: &str, error: &OAuthError, state: Option<&str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::client::{AuthMethod, ClientStatus, GrantType};
+    use crate::model::client::{ClientStatus, GrantType};
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
     fn client() -> Client {
         Client {
-            client_id: "cl_app".into(),
-            client_name: "App".into(),
-            secret_hash: None,
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
-            token_endpoint_auth_method: AuthMethod::None,
             grant_types: vec![GrantType::AuthorizationCode],
             allowed_scopes: ScopeSet::parse("openid email profile").expect("scopes"),
             redirect_uris: vec!["https://app.example/cb".into(), "http://127.0.0.1:8080/cb".into()],
-            post_logout_redirect_uris: vec![],
-            require_pkce: true,
-            require_consent: true,
-            trusted: false,
-            client_uri: None,
-            logo_uri: None,
-            tos_uri: None,
-            policy_uri: None,
-            status: ClientStatus::Active,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::example()
         }
     }
 

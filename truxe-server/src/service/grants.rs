@@ -671,7 +671,7 @@ pub fn userinfo(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::client::{AuthMethod, ClientStatus};
+
     use crate::model::user::UserStatus;
     use crate::oauth::ErrorCode;
 
@@ -679,28 +679,7 @@ mod tests {
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
     fn client(grants: &[GrantType]) -> Client {
-        Client {
-            client_id: "cl_app".into(),
-            client_name: "App".into(),
-            secret_hash: None,
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
-            token_endpoint_auth_method: AuthMethod::None,
-            grant_types: grants.to_vec(),
-            allowed_scopes: ScopeSet::parse("openid email profile offline_access").expect("scopes"),
-            redirect_uris: vec!["https://app.example/cb".into()],
-            post_logout_redirect_uris: vec![],
-            require_pkce: true,
-            require_consent: true,
-            trusted: false,
-            client_uri: None,
-            logo_uri: None,
-            tos_uri: None,
-            policy_uri: None,
-            status: ClientStatus::Active,
-            created_at: 0,
-            updated_at: 0,
-        }
+        Client { grant_types: grants.to_vec(), ..Client::example() }
     }
 
     fn code() -> AuthorizationCode {

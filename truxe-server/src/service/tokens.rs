@@ -484,19 +484,17 @@ pub fn revoke(
         return Err(OAuthError::unauthorized_client("the token was not issued to this client").into());
     }
     let newly_revoked = conn.transaction::<_, TokenError, _>(|conn| {
-        let existing: Option<Option<i64>> = oauth_tokens::table
-            .filter(oauth_tokens::jti.eq(&claims.jti))
-            .select(oauth_tokens::revoked_at)
-            .first(conn)
-            .optional()?;
-        match existing {
-            Some(Some(_)) => return Ok(false),
-            Some(None) => {
-                diesel::update(oauth_tokens::table.filter(oauth_tokens::jti.eq(&claims.jti)))
-                    .set(oauth_tokens::revoked_at.eq(ctx.now))
-                    .execute(conn)?;
-            }
-            None => {
+        // Write first: on SQLite a transaction that reads before it writes fails at once when
+        // another connection writes in between, instead of waiting for the lock.
+        let updated = diesel::update(
+            oauth_tokens::table.filter(oauth_tokens::jti.eq(&claims.jti)).filter(oauth_tokens::revoked_at.is_null()),
+        )
+        .set(oauth_tokens::revoked_at.eq(ctx.now))
+        .execute(conn)?;
+        if updated == 0 {
+            // Not recorded yet, or already revoked; the savepoint keeps a unique violation from
+            // aborting the outer transaction on PostgreSQL.
+            let inserted = conn.transaction(|conn| {
                 diesel::insert_into(oauth_tokens::table)
                     .values((
                         oauth_tokens::jti.eq(&claims.jti),
@@ -507,7 +505,14 @@ pub fn revoke(
                         oauth_tokens::expires_at.eq(claims.exp),
                         oauth_tokens::revoked_at.eq(Some(ctx.now)),
                     ))
-                    .execute(conn)?;
+                    .execute(conn)
+            });
+            match inserted {
+                Ok(_) => {}
+                Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         audit::record(
@@ -556,23 +561,12 @@ mod tests {
             client_id: "cl_service".into(),
             client_name: "Service".into(),
             secret_hash: method.is_confidential().then(|| client_secret::hash(KEY, "cs_right")),
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
             token_endpoint_auth_method: method,
             grant_types: grants.to_vec(),
             allowed_scopes: ScopeSet::parse(scopes).expect("scopes"),
             redirect_uris: Vec::new(),
-            post_logout_redirect_uris: Vec::new(),
-            require_pkce: true,
             require_consent: false,
-            trusted: false,
-            client_uri: None,
-            logo_uri: None,
-            tos_uri: None,
-            policy_uri: None,
-            status: ClientStatus::Active,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::example()
         }
     }
 
