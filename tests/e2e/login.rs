@@ -719,9 +719,9 @@ async fn mfa_pages_are_absent_when_mfa_is_off() {
     let sink = SmtpSink::start().await;
     let server = start(Backend::Sqlite, &sink, &[("MFA_ENABLED", "false")]).await;
     let browser = Browser::new(&server);
-    for path in ["/login/mfa", "/login/mfa/setup"] {
-        assert_eq!(browser.get(path).await.status, StatusCode::NOT_FOUND, "{path}");
-    }
+    assert_eq!(browser.get("/login/mfa/setup").await.status, StatusCode::NOT_FOUND, "no new enrolments");
+    // The code page stays: enrolled users keep needing their second factor.
+    assert_eq!(browser.get("/login/mfa").await.status, StatusCode::SEE_OTHER, "signed out: to /login");
     create_user(&pool(&server), "zoe@example.com");
     browser.sign_in(&sink, "zoe@example.com").await;
     let home = browser.get("/").await;

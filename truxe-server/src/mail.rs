@@ -31,8 +31,9 @@ pub enum MailError {
     NotConfigured,
     #[error("mail configuration: {0}")]
     Config(String),
-    #[error("{0:?} is not a deliverable email address")]
-    Address(String),
+    /// The address itself is left out: error messages end up in logs.
+    #[error("the recipient is not a deliverable email address")]
+    Address,
     #[error("cannot compose the message: {0}")]
     Message(String),
     #[error("sending mail through {server} failed: {reason}")]
@@ -180,7 +181,7 @@ impl Mailer {
 
     /// Sends the sign-in link: multipart/alternative with a plain-text and an HTML part.
     pub async fn send_magic_link(&self, to: &str, link: &str, expires_in: Duration) -> Result<(), MailError> {
-        let to_address: Address = to.parse().map_err(|_| MailError::Address(to.to_string()))?;
+        let to_address: Address = to.parse().map_err(|_| MailError::Address)?;
         let product = self.from.name.as_deref().unwrap_or(DEFAULT_FROM_NAME);
         match &self.delivery {
             Delivery::Smtp { transport, server } => {

@@ -679,9 +679,7 @@ struct Database {
 impl Database {
     fn open(global: &Global) -> anyhow::Result<Self> {
         let scopes_supported = server_config(global)?.scopes_supported();
-        // One connection, opened now: no pool threads still connecting when the command ends.
-        let mut database = db::database_config(global)?;
-        (database.pool_min, database.pool_max) = (0, 1);
+        let database = db::database_config(global)?;
         let target = database.url.redacted();
         let mut conn = store::connect(&database)?.get().with_context(|| format!("cannot open {target}"))?;
         let pending = migrations::pending(&mut conn).with_context(|| format!("reading {target}"))?;

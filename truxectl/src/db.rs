@@ -19,6 +19,10 @@ pub fn database_config(global: &Global) -> anyhow::Result<DatabaseConfig> {
         database.url = DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
         database.is_embedded_default = false;
     }
+    // One connection, opened on demand: a pool that fills itself from background threads can
+    // still be inside libpq (and its Kerberos library) while the process exits, which aborts it.
+    database.pool_min = 0;
+    database.pool_max = 1;
     Ok(database)
 }
 

@@ -85,11 +85,10 @@ impl TestDb {
 
     /// Applies every migration, as `truxectl migrate` would.
     pub fn migrate(&self) {
-        // No idle connections: a pool that keeps opening SQLite connections in the background
-        // after it is dropped races with the test's own writers.
-        let config = config_from(&[("DATABASE_URL", &self.url), ("DATABASE_POOL_MIN", "0")], &self.dir);
-        let pool = store::connect(&config.database).expect("connect");
-        let mut conn = pool.get().expect("connection");
+        // One direct connection, closed before this returns: a pool's background threads could
+        // still be closing SQLite connections (and resetting the WAL) while the test writes.
+        let config = config_from(&[("DATABASE_URL", &self.url)], &self.dir);
+        let mut conn = store::connect_one(&config.database).expect("connect");
         migrations::apply_all(&mut conn).expect("migrate");
     }
 }

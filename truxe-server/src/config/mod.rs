@@ -702,6 +702,9 @@ fn check_production(config: &Config, issuer_source: Option<&str>, r: &mut Reader
              create one with `truxectl keys generate`",
         );
     }
+    if !config.session.secure && !r.failed("SESSION_SECURE") {
+        r.error("SESSION_SECURE", "must be true in production: session cookies travel only over https");
+    }
     if config.database.is_embedded_default && !r.failed("DATABASE_URL") {
         r.error(
             "DATABASE_URL",

@@ -364,7 +364,9 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     // A new session id on every sign-in: the one the browser had (if any) ends here; its
     // removal cookie is not needed, since the new cookie has the same name.
     session::end_current(&req, &state).await;
-    let mfa_pending = state.config.mfa.enabled && user.mfa_enabled;
+    // An enrolled user always needs the second factor: MFA_ENABLED only gates new enrolments, so
+    // a configuration change can never quietly downgrade an account to email only.
+    let mfa_pending = user.mfa_enabled;
     let origin = session::origin(&req);
     // A session waiting for its second factor is short-lived: the code is typed within minutes.
     let max_age =
@@ -386,9 +388,6 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
 // ---- /login/mfa ------------------------------------------------------------------------------
 
 async fn mfa_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if !state.config.mfa.enabled {
-        return mfa_unavailable();
-    }
     let query = match pages::query_form(&req) {
         Ok(query) => query,
         Err(response) => return response,
@@ -420,9 +419,6 @@ fn locked_message(until: i64, now: i64) -> String {
 }
 
 async fn mfa_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    if !state.config.mfa.enabled {
-        return mfa_unavailable();
-    }
     let form = match pages::read_form(&req, payload).await {
         Ok(form) => form,
         Err(response) => return response,

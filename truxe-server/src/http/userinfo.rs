@@ -58,7 +58,8 @@ fn header_token(req: &HttpRequest) -> Option<Result<String, Refusal>> {
     };
     let token = match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => return Some(Err(Refusal::InvalidRequest("use the Bearer authentication scheme"))),
+        // RFC 6750 §3.1: a request without Bearer credentials gets the bare challenge.
+        _ => return Some(Err(Refusal::NoToken)),
     };
     if token.is_empty() {
         return Some(Err(Refusal::InvalidRequest("the bearer token is empty")));

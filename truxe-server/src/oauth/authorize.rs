@@ -7,7 +7,7 @@ use url::Url;
 use super::form::Form;
 use super::scope::ScopeSet;
 use super::{ErrorCode, OAuthError, pkce};
-use crate::model::client::Client;
+use crate::model::client::{Client, GrantType};
 
 /// Largest accepted value of any single parameter; real ones are far shorter.
 pub const MAX_PARAM_LEN: usize = 2048;
@@ -82,6 +82,11 @@ pub fn validate(
         state: state.clone().filter(|s| s.len() <= MAX_PARAM_LEN),
     };
 
+    if !client.allows_grant(GrantType::AuthorizationCode) {
+        return Err(fail(OAuthError::unauthorized_client(
+            "this client is not registered for the authorization_code grant",
+        )));
+    }
     if state.as_ref().is_some_and(|s| s.len() > MAX_PARAM_LEN) {
         return Err(fail(OAuthError::invalid_request("state is too long")));
     }

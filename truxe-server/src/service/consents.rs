@@ -54,6 +54,8 @@ pub fn withdraw(
 ) -> Result<Withdrawn, StoreError> {
     conn.transaction(|conn| {
         let consent = consent_store::delete(conn, user_id, client_id)?;
+        // Codes not yet exchanged would otherwise mint a new grant after the withdrawal.
+        grant_store::void_open_codes(conn, user_id, client_id, now)?;
         let mut grants_revoked = 0;
         for grant_id in grant_store::live_grant_ids(conn, user_id, client_id)? {
             if grant_store::revoke_grant(conn, &grant_id, now)? {

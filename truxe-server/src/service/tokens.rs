@@ -168,19 +168,25 @@ pub fn authenticate(
     public_clients: PublicClients,
 ) -> Result<Arc<Client>, OAuthError> {
     let client = client.ok_or_else(client_authentication_failed)?;
+    // Before the secret is checked, every refusal looks the same as an unknown client: the
+    // answer must not tell a caller without the secret whether a client exists or how it is set up.
     if !client.is_active() {
-        return Err(OAuthError::invalid_client(format!("the client is {}", client.status.as_str())));
+        tracing::debug!(client_id = %client.client_id, status = client.status.as_str(), "client authentication: inactive client");
+        return Err(client_authentication_failed());
     }
     let registered = client.token_endpoint_auth_method;
     if registered == AuthMethod::None && public_clients == PublicClients::Refused {
-        return Err(OAuthError::invalid_client("a public client cannot authenticate at this endpoint"));
+        tracing::debug!(client_id = %client.client_id, "client authentication: public client at a confidential endpoint");
+        return Err(client_authentication_failed());
     }
     if credentials.method() != registered {
-        return Err(OAuthError::invalid_client(format!(
-            "the client is registered for {} authentication, not {}",
-            registered.as_str(),
-            credentials.method().as_str()
-        )));
+        tracing::debug!(
+            client_id = %client.client_id,
+            registered = registered.as_str(),
+            presented = credentials.method().as_str(),
+            "client authentication: wrong method"
+        );
+        return Err(client_authentication_failed());
     }
     match credentials.secret() {
         None => Ok(client),

@@ -87,6 +87,24 @@ pub fn consume_code(conn: &mut AnyConnection, code_hash: &str, grant_id: &str, n
 }
 
 /// Removes codes that expired before `before` (housekeeping).
+/// Marks every unredeemed code of `user_id` for `client_id` as used, so that none can be
+/// exchanged after the user withdrew consent. Returns how many.
+pub fn void_open_codes(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        codes::table
+            .filter(codes::user_id.eq(user_id))
+            .filter(codes::client_id.eq(client_id))
+            .filter(codes::consumed_at.is_null()),
+    )
+    .set(codes::consumed_at.eq(now))
+    .execute(conn)?)
+}
+
 pub fn delete_expired_codes(conn: &mut AnyConnection, before: i64) -> Result<usize, StoreError> {
     Ok(diesel::delete(codes::table.filter(codes::expires_at.lt(before))).execute(conn)?)
 }

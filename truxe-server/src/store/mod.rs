@@ -186,6 +186,26 @@ pub fn connect(config: &DatabaseConfig) -> Result<Pool, StoreError> {
     Ok(builder.build_unchecked(Manager { target }))
 }
 
+/// One connection without a pool (no background threads): for short-lived tools and tests
+/// that must be done with the database when they return.
+pub fn connect_one(config: &DatabaseConfig) -> Result<AnyConnection, StoreError> {
+    let target = Target::from_config(config);
+    if let Target::Sqlite(path) = &target {
+        prepare_sqlite_file(path)?;
+    }
+    let mut conn = target.establish().map_err(|e| StoreError::Unreachable {
+        target: config.url.redacted(),
+        waited: Duration::ZERO,
+        last_error: e.to_string().trim().to_string(),
+    })?;
+    if let AnyConnection::Sqlite(c) = &mut conn {
+        c.batch_execute(
+            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+        )?;
+    }
+    Ok(conn)
+}
+
 fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_path_buf(), source })?;
