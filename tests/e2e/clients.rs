@@ -364,6 +364,20 @@ on_both_backends! {
         let after_refusals = load(&mut conn, &id);
         assert!(service::authenticate_secret(&after_refusals, &key, &third, now), "refusals change nothing");
 
+        // A settings update built from a client loaded before a rotation never undoes it.
+        let stale = load(&mut conn, &id);
+        let rotated = admin(&server, Method::POST, &rotate, None).await;
+        assert_eq!(rotated.status, 200, "{}", rotated.raw);
+        let fourth = str_of(&rotated.body, "client_secret").to_string();
+        let mut renamed = stale.clone();
+        renamed.client_name = "Renamed".into();
+        renamed.updated_at = store::unix_now();
+        assert!(store::clients::update_settings(&mut conn, &renamed).expect("update"));
+        let client = load(&mut conn, &id);
+        assert_eq!(client.client_name, "Renamed");
+        assert!(service::authenticate_secret(&client, &key, &fourth, now), "the rotation stands");
+        assert!(!service::authenticate_secret(&client, &key, &third, now), "the stale secret stays replaced");
+
         let public = create(&server, json!({
             "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example.com/cb"]
         })).await;

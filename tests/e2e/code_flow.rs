@@ -767,7 +767,9 @@ async fn refresh_rotation_on(backend: Backend) {
     assert_eq!(retry.status, 200, "retry within the grace: {}", retry.body);
     let rt3 = retry.body["refresh_token"].as_str().expect("rotated").to_string();
     let access = retry.body["access_token"].as_str().expect("access token").to_string();
-    assert_eq!(introspect(&server, &api, &access).await["active"], true);
+    // The retry replaced the successor it answered before: at most one child is ever live.
+    assert_grant_error(&refresh(&server, &app, &rt2, None).await, "invalid_grant", "replaced successor");
+    assert_eq!(introspect(&server, &api, &access).await["active"], true, "a retry does not revoke the family");
 
     // After the grace the same reuse is a replay: the whole family is revoked.
     set_rotated_at(&server, unix_now() - 60);
@@ -776,6 +778,40 @@ async fn refresh_rotation_on(backend: Backend) {
         assert_grant_error(&refresh(&server, &app, token, None).await, "invalid_grant", context);
     }
     assert_eq!(introspect(&server, &api, &access).await, json!({ "active": false }), "access token of the family");
+
+    // Within the grace, but after the successor was used: a replay, the family is revoked.
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let rt2 = refresh(&server, &app, &rt1, None).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let third = refresh(&server, &app, &rt2, None).await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    let rt3 = third.body["refresh_token"].as_str().expect("rt").to_string();
+    let access = third.body["access_token"].as_str().expect("access token").to_string();
+    assert_eq!(introspect(&server, &api, &access).await["active"], true);
+    assert_grant_error(
+        &refresh(&server, &app, &rt1, None).await,
+        "invalid_grant",
+        "retry after the successor was used",
+    );
+    assert_grant_error(&refresh(&server, &app, &rt3, None).await, "invalid_grant", "newest, family revoked");
+    assert_eq!(introspect(&server, &api, &access).await, json!({ "active": false }), "access token of the family");
+
+    // Two concurrent refreshes of one token: one rotates it, the other retries; both answer a
+    // pair, and only the refresh token issued last stays live.
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let (a, b) = tokio::join!(refresh(&server, &app, &rt1, None), refresh(&server, &app, &rt1, None));
+    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
+    let children = [&a, &b].map(|answer| answer.body["refresh_token"].as_str().expect("rt").to_string());
+    let mut live = 0;
+    for child in &children {
+        let answer = refresh(&server, &app, child, None).await;
+        match answer.status {
+            200 => live += 1,
+            _ => assert_grant_error(&answer, "invalid_grant", "the replaced child"),
+        }
+    }
+    assert_eq!(live, 1, "exactly one child of a rotated token is live");
 
     // No grace at all: the first reuse revokes.
     let strict = flow_server(backend, &[("TRUXE_REFRESH_REUSE_GRACE", "0")]).await;

@@ -240,6 +240,8 @@ on_both_backends! {
             let page = browser.get(&format!("/login/magic?token={token}")).await;
             assert_eq!(page.status, StatusCode::OK, "{}", page.body);
             assert!(page.body.contains(">Continue</button>"), "{}", page.body);
+            // It says whose account it opens, so a forwarded or planted link is noticed.
+            assert!(page.body.contains("Continue as <strong>alice@example.com</strong>"), "{}", page.body);
             assert_eq!(hidden(&page.body, "token").as_deref(), Some(token.as_str()));
         }
         assert_eq!(browser.signed_in_as().await, None);
@@ -280,6 +282,7 @@ on_both_backends! {
         let page = other.get(&format!("/login/magic?token={token}")).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST);
         assert!(page.body.contains("cannot be used") && page.body.contains("href=\"/login\""), "{}", page.body);
+        assert!(!page.body.contains("alice@example.com"), "a dead link names no account: {}", page.body);
         let csrf = other.get("/login").await.csrf();
         let page = other.post("/login/magic", &[("csrf_token", &csrf), ("token", &token)]).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST);

@@ -5,10 +5,11 @@ use diesel::prelude::*;
 use truxe_server::mfa::{self, LOCKOUT_SECS, STEP_SECS};
 use truxe_server::service::mfa::{self as mfa_service, Method, MfaServiceError};
 use truxe_server::service::users;
-use truxe_server::store::AnyConnection;
 use truxe_server::store::schema::{audit_events, users as users_table};
+use truxe_server::store::{self, AnyConnection};
 
 use crate::on_both_backends;
+use crate::support::config_from;
 use crate::support::process::truxectl;
 use crate::users::{conn, json, migrated, new_user};
 
@@ -118,6 +119,55 @@ on_both_backends! {
         let user = users::find(c, &id).expect("find").expect("user");
         assert_eq!((user.mfa_failed_attempts, user.mfa_locked_until), (0, None));
         assert_eq!(actions(c, &id), ["user.mfa_enrolled", "user.mfa_locked"]);
+    }
+
+    async fn mfa_lockout_holds_against_parallel_guesses(backend: Backend) {
+        const GUESSES: usize = 12;
+        let (db, _) = migrated(backend);
+        // A pool with a connection per guess, so every guess runs at the same time.
+        let max = (GUESSES + 2).to_string();
+        let config = config_from(&[("DATABASE_URL", &db.url), ("DATABASE_POOL_MAX", &max)], &db.dir);
+        let pool = store::connect(&config.database).expect("connect");
+        let (id, secret) = {
+            let c = &mut *conn(&pool);
+            let (id, secret, _) = enrolled(c, "frank@example.com");
+            (id, secret)
+        };
+        let now = NOW + 10 * STEP_SECS;
+        let wrong = code(&secret, now + 20 * STEP_SECS);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(GUESSES));
+        let guesses: Vec<_> = (0..GUESSES)
+            .map(|_| {
+                let (pool, start, id, wrong) = (pool.clone(), start.clone(), id.clone(), wrong.clone());
+                tokio::task::spawn_blocking(move || {
+                    let mut c = conn(&pool);
+                    start.wait();
+                    mfa_service::verify(&mut c, &id, &wrong, now)
+                })
+            })
+            .collect();
+        let (mut wrong_code, mut locked) = (0, 0);
+        for guess in guesses {
+            match guess.await.expect("guess") {
+                Err(MfaServiceError::InvalidCode) => wrong_code += 1,
+                Err(MfaServiceError::Locked { until }) => {
+                    assert_eq!(until, now + LOCKOUT_SECS, "one lockout, never extended");
+                    locked += 1;
+                }
+                other => panic!("a wrong guess is refused: {other:?}"),
+            }
+        }
+        // Each lockout period evaluates at most five guesses; the rest are refused unchecked.
+        assert!(wrong_code <= mfa::MAX_FAILED_ATTEMPTS as usize, "{wrong_code} wrong codes were checked");
+        assert!(locked >= GUESSES - mfa::MAX_FAILED_ATTEMPTS as usize, "{locked} refused as locked");
+        assert_eq!(wrong_code + locked, GUESSES);
+        let c = &mut *conn(&pool);
+        let user = users::find(c, &id).expect("find").expect("user");
+        assert_eq!(user.mfa_locked_until, Some(now + LOCKOUT_SECS), "locked afterwards");
+        assert!(matches!(mfa_service::verify(c, &id, &code(&secret, now), now), Err(MfaServiceError::Locked { .. })));
+        assert_eq!(actions(c, &id), ["user.mfa_enrolled", "user.mfa_locked"], "the lockout is audited once");
+        let after = now + LOCKOUT_SECS;
+        assert_eq!(mfa_service::verify(c, &id, &code(&secret, after), after).expect("unlocked").method, Method::Totp);
     }
 
     async fn mfa_recovery_codes_work_once(backend: Backend) {

@@ -3,7 +3,8 @@
 //! Codes are HMAC-SHA1, 6 digits, 30-second steps, accepted one step either side (the defaults
 //! every authenticator app shares). A code is accepted once: `verify` refuses the step of the
 //! last accepted code and any earlier one (RFC 6238 §5.2). Five wrong codes in a row lock the
-//! second factor for fifteen minutes ([`after_failure`]).
+//! second factor for fifteen minutes (each guess is reserved before it is checked, see
+//! `service::mfa`, so parallel guesses cannot overrun the limit).
 //!
 //! At rest, the TOTP secret is encrypted with AES-256-GCM under a server key (server secret
 //! [`ENCRYPTION_KEY_NAME`]) and bound to its user id, so a dump or log of the `users` table
@@ -213,14 +214,6 @@ pub fn hash_recovery_code(key: &[u8], code: &str) -> Option<String> {
     Some(hmac_sha256(key, canonical.as_bytes()).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// After a wrong code: the new failure count and, once it reaches [`MAX_FAILED_ATTEMPTS`],
-/// the end of the lockout. The count starts again from zero with the lockout, so each
-/// lockout period allows at most [`MAX_FAILED_ATTEMPTS`] guesses.
-pub fn after_failure(attempts: i32, now: i64) -> (i32, Option<i64>) {
-    let attempts = attempts.max(0).saturating_add(1);
-    if attempts >= MAX_FAILED_ATTEMPTS { (0, Some(now + LOCKOUT_SECS)) } else { (attempts, None) }
-}
-
 pub fn is_locked(locked_until: Option<i64>, now: i64) -> bool {
     locked_until.is_some_and(|until| now < until)
 }
@@ -378,16 +371,8 @@ mod tests {
     }
 
     #[test]
-    fn lockout_after_five_consecutive_failures() {
+    fn locked_until_the_end_of_the_lockout() {
         let now = 1_000_000;
-        let mut attempts = 0;
-        for expected in 1..MAX_FAILED_ATTEMPTS {
-            let (next, locked) = after_failure(attempts, now);
-            assert_eq!((next, locked), (expected, None));
-            attempts = next;
-        }
-        assert_eq!(after_failure(attempts, now), (0, Some(now + LOCKOUT_SECS)));
-        assert_eq!(after_failure(-3, now), (1, None));
         assert!(is_locked(Some(now + 1), now));
         assert!(!is_locked(Some(now), now));
         assert!(!is_locked(None, now));

@@ -62,6 +62,8 @@ struct CheckEmailPage<'a> {
 struct MagicPage<'a> {
     csrf_token: &'a str,
     token: &'a str,
+    /// The address the link signs into, shown so nobody continues into someone else's account.
+    email: &'a str,
 }
 
 #[derive(Template)]
@@ -308,13 +310,14 @@ async fn magic_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     let key = state.magic_link_key.clone();
     let now = store::unix_now();
     let lookup = token.clone();
-    match store::run(&state.pool, move |conn| sign_in::peek_link(conn, key.secret(), &lookup, now)).await {
-        Ok(true) => {}
-        Ok(false) => return invalid_link(),
+    let email = match store::run(&state.pool, move |conn| sign_in::peek_link(conn, key.secret(), &lookup, now)).await {
+        Ok(Some(email)) => email,
+        Ok(None) => return invalid_link(),
         Err(error) => return storage_failure(&error),
-    }
+    };
     let (csrf_token, cookie) = csrf::issue(&req, &state);
-    render_with_cookies(StatusCode::OK, &MagicPage { csrf_token: &csrf_token, token: &token }, cookies(cookie))
+    let page = MagicPage { csrf_token: &csrf_token, token: &token, email: &email };
+    render_with_cookies(StatusCode::OK, &page, cookies(cookie))
 }
 
 async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {

@@ -866,7 +866,7 @@ pub fn update(
             return Ok(old);
         }
         client.updated_at = ctx.now;
-        if !store::clients::update(conn, &client)? {
+        if !store::clients::update_settings(conn, &client)? {
             return Err(ClientError::NotFound);
         }
         let mut details = serde_json::json!({ "changed": changed });
@@ -954,7 +954,7 @@ pub fn regenerate_secret(
             _ => (None, None),
         };
         client.updated_at = ctx.now;
-        if !store::clients::update(conn, &client)? {
+        if !store::clients::update_secret(conn, &client)? {
             return Err(ClientError::NotFound);
         }
         let mut details = serde_json::json!({ "grace_seconds": grace_seconds });

@@ -242,7 +242,10 @@ fn event(ctx: &Context<'_>, action: &str, client: &Client, user_id: &str, detail
 #[derive(Debug)]
 enum TxError {
     Store(StoreError),
+    /// A concurrent request won the compare-and-set.
     Lost,
+    /// A rotated token retried after its latest child was used or revoked.
+    Reused,
 }
 
 impl From<diesel::result::Error> for TxError {
@@ -315,6 +318,7 @@ fn sign(
             expires_at: ctx.now.saturating_add(refresh_ttl(ctx)),
             rotated_at: None,
             revoked_at: None,
+            replaced_by: None,
         };
         (value, row)
     });
@@ -406,7 +410,7 @@ pub fn exchange_code(
     });
     match recorded {
         Ok(()) => {}
-        Err(TxError::Lost) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
+        Err(TxError::Lost | TxError::Reused) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
         Err(TxError::Store(error)) => return Err(error.into()),
     }
     tracing::info!(
@@ -514,22 +518,45 @@ fn refresh_once(
     let issued = sign(ctx, client, &user, &grant, &scope, &audience, None, Some(&granted))?;
 
     let rotate = token.rotated_at.is_none();
+    let Some((_, successor)) = &issued.refresh_token else {
+        return Err(StoreError::Corrupt("a refresh issued no refresh token".into()).into());
+    };
     let recorded = conn.transaction::<_, TxError, _>(|conn| {
-        if rotate && !grant_store::rotate_refresh_token(conn, &token.jti, ctx.now)? {
-            return Err(TxError::Lost);
+        if rotate {
+            // Exactly one of concurrent refreshes rotates the token; the others retry below.
+            if !grant_store::rotate_refresh_token(conn, &token.jti, &successor.jti, ctx.now)? {
+                return Err(TxError::Lost);
+            }
+        } else {
+            // A retry within the grace window replaces the child issued last, which must still
+            // be live: at most one child of a rotated token is ever live.
+            let replaced = match token.replaced_by.as_deref() {
+                Some(previous) => grant_store::revoke_live_refresh_token(conn, previous, ctx.now)?,
+                None => false,
+            };
+            if !replaced {
+                return Err(TxError::Reused);
+            }
+            grant_store::set_refresh_successor(conn, &token.jti, &successor.jti)?;
         }
-        if let Some((_, row)) = &issued.refresh_token {
-            grant_store::insert_refresh_token(conn, row)?;
-        }
+        grant_store::insert_refresh_token(conn, successor)?;
         let mut details = issued_details(GrantType::RefreshToken, &issued);
         details["rotated"] = serde_json::Value::String(token.jti.clone());
         details["retry"] = serde_json::Value::Bool(!rotate);
+        if !rotate {
+            details["replaced"] = serde_json::json!(token.replaced_by);
+        }
         audit::record(conn, &event(ctx, "token.issued", client, &user.user_id, details), ctx.now)?;
         Ok(())
     });
     match recorded {
         Ok(()) => {}
         Err(TxError::Lost) => return Ok(None),
+        Err(TxError::Reused) => {
+            // The child issued last was used or revoked already: the presented token leaked.
+            refresh_token_reused(conn, ctx, client, &token, &grant)?;
+            return Err(invalid("the refresh token was already used; its whole family is revoked"));
+        }
         Err(TxError::Store(error)) => return Err(error.into()),
     }
     tracing::info!(
@@ -555,7 +582,7 @@ fn refresh_token_reused(
     })?;
     tracing::warn!(
         client_id = %client.client_id, gid = %grant.grant_id,
-        "a rotated refresh token was presented again after the grace window; its family is revoked"
+        "a rotated refresh token was presented again after the grace window or after its successor was used; its family is revoked"
     );
     Ok(())
 }

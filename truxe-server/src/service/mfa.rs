@@ -134,12 +134,12 @@ pub fn confirm_enrolment(
     let Some(stored) = state.mfa_secret.as_deref() else {
         return Err(MfaServiceError::NoPendingEnrolment);
     };
-    check_not_locked(&state, now)?;
+    reserve_attempt(conn, user_id, now)?;
     let key = encryption_key(conn, now)?;
     let secret = mfa::decrypt_secret(key.secret(), user_id, stored).map_err(MfaServiceError::Mfa)?;
     let step = match mfa::verify(secret.secret(), code, now, state.mfa_last_step) {
         Ok(step) => step,
-        Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => return Err(failure(conn, user_id, &state, e, now)?),
+        Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => return Err(failure(conn, user_id, e, now)?),
         Err(e) => return Err(MfaServiceError::Mfa(e)),
     };
     let hmac_key = hmac_key(conn, now)?;
@@ -162,14 +162,14 @@ pub fn confirm_enrolment(
 }
 
 /// Checks a second-factor entry: six digits are a TOTP code, anything else is tried as a
-/// recovery code (which is then used up). Wrong entries count towards the lockout; a success
-/// clears the count.
+/// recovery code (which is then used up). Each entry reserves a guess before it is checked
+/// (see [`reserve_attempt`]); wrong entries keep it, a success clears the count.
 pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) -> Result<Verified, MfaServiceError> {
     let state = load_state(conn, user_id)?;
     let Some(stored) = state.mfa_secret.as_deref().filter(|_| state.mfa_enabled) else {
         return Err(MfaServiceError::NotEnrolled);
     };
-    check_not_locked(&state, now)?;
+    reserve_attempt(conn, user_id, now)?;
     if mfa::looks_like_totp_code(input) {
         let key = encryption_key(conn, now)?;
         let secret = mfa::decrypt_secret(key.secret(), user_id, stored).map_err(MfaServiceError::Mfa)?;
@@ -179,8 +179,8 @@ pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) ->
                 Ok(Verified { method: Method::Totp, recovery_codes_left: left })
             }
             // A concurrent request accepted this step (or a later one) first.
-            Ok(_) => Err(failure(conn, user_id, &state, MfaError::CodeReused, now)?),
-            Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => Err(failure(conn, user_id, &state, e, now)?),
+            Ok(_) => Err(failure(conn, user_id, MfaError::CodeReused, now)?),
+            Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => Err(failure(conn, user_id, e, now)?),
             Err(e) => Err(MfaServiceError::Mfa(e)),
         };
     }
@@ -190,7 +190,7 @@ pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) ->
         None => false,
     };
     if !used {
-        return Err(failure(conn, user_id, &state, MfaError::InvalidCode, now)?);
+        return Err(failure(conn, user_id, MfaError::InvalidCode, now)?);
     }
     mfa_store::clear_failures(conn, user_id)?;
     let left = mfa_store::unused_recovery_codes(conn, user_id)?;
@@ -250,11 +250,35 @@ pub fn reset(conn: &mut AnyConnection, user_id: &str, actor: &str, now: i64) -> 
     })
 }
 
-fn check_not_locked(state: &MfaState, now: i64) -> Result<(), MfaServiceError> {
-    match state.mfa_locked_until {
-        Some(until) if mfa::is_locked(Some(until), now) => Err(MfaServiceError::Locked { until }),
-        _ => Ok(()),
+/// Reserves one guess before any code is checked, so parallel requests cannot all pass a lock
+/// check that was read before the others counted: at most `MAX_FAILED_ATTEMPTS` guesses are
+/// evaluated per lockout period. `Locked` when none is left (starting the lockout if needed).
+fn reserve_attempt(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<(), MfaServiceError> {
+    if mfa_store::reserve_attempt(conn, user_id, now)? {
+        return Ok(());
     }
+    if let Some(error) = start_lockout(conn, user_id, now)? {
+        return Err(error);
+    }
+    // Locked by another request already (or it just succeeded and cleared the count: refuse
+    // this one all the same, it got no reservation).
+    let state = load_state(conn, user_id)?;
+    Err(MfaServiceError::Locked { until: state.mfa_locked_until.filter(|&until| until > now).unwrap_or(now) })
+}
+
+/// Starts the lockout when the guesses are used up and none is running; `Locked` when this
+/// call started it (audited once).
+fn start_lockout(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Option<MfaServiceError>, StoreError> {
+    let Some(until) = mfa_store::lock(conn, user_id, now)? else {
+        return Ok(None);
+    };
+    audit::record(
+        conn,
+        &event("user.mfa_locked", &format!("user:{user_id}"), user_id, serde_json::json!({ "locked_until": until })),
+        now,
+    )?;
+    tracing::warn!(%user_id, locked_until = until, "second factor locked after repeated wrong codes");
+    Ok(Some(MfaServiceError::Locked { until }))
 }
 
 fn recovery_hashes(key: &[u8], codes: &[Secret<String>]) -> Result<Vec<String>, MfaServiceError> {
@@ -267,39 +291,11 @@ fn recovery_hashes(key: &[u8], codes: &[Secret<String>]) -> Result<Vec<String>, 
         .collect()
 }
 
-/// Counts a wrong entry (compare-and-set, so concurrent guesses are each counted) and returns
-/// the error to answer with: `Locked` when this failure started a lockout.
-fn failure(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    state: &MfaState,
-    error: MfaError,
-    now: i64,
-) -> Result<MfaServiceError, StoreError> {
-    let mut expected = state.mfa_failed_attempts;
-    for _ in 0..10 {
-        let (attempts, locked_until) = mfa::after_failure(expected, now);
-        if mfa_store::record_failure(conn, user_id, expected, attempts, locked_until)? {
-            if let Some(until) = locked_until {
-                audit::record(
-                    conn,
-                    &event(
-                        "user.mfa_locked",
-                        &format!("user:{user_id}"),
-                        user_id,
-                        serde_json::json!({ "locked_until": until }),
-                    ),
-                    now,
-                )?;
-                tracing::warn!(%user_id, locked_until = until, "second factor locked after repeated wrong codes");
-                return Ok(MfaServiceError::Locked { until });
-            }
-            break;
-        }
-        match mfa_store::load(conn, user_id)? {
-            Some(current) => expected = current.mfa_failed_attempts,
-            None => return Ok(MfaServiceError::NotFound(user_id.to_string())),
-        }
+/// The answer to a wrong entry, whose guess was reserved already: `Locked` when it was the
+/// last guess left (the lockout starts now), otherwise the error itself.
+fn failure(conn: &mut AnyConnection, user_id: &str, error: MfaError, now: i64) -> Result<MfaServiceError, StoreError> {
+    if let Some(locked) = start_lockout(conn, user_id, now)? {
+        return Ok(locked);
     }
     Ok(match error {
         MfaError::CodeReused => MfaServiceError::CodeReused,

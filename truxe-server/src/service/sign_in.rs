@@ -95,12 +95,13 @@ pub fn request_link(
     Ok(LinkRequest::Send { email: email.as_str().to_string(), token })
 }
 
-/// Whether a link can still be used, without using it (the "Continue" page).
-pub fn peek_link(conn: &mut AnyConnection, key: &[u8], token: &str, now: i64) -> Result<bool, StoreError> {
+/// Whether a link can still be used, without using it (the "Continue" page): the address it
+/// signs into while it is usable, so a forwarded or planted link shows whose account it opens.
+pub fn peek_link(conn: &mut AnyConnection, key: &[u8], token: &str, now: i64) -> Result<Option<String>, StoreError> {
     if !is_plausible_token(token) {
-        return Ok(false);
+        return Ok(None);
     }
-    Ok(magic_links::find(conn, &hash_token(key, token))?.is_some_and(|link| link.is_usable(now)))
+    Ok(magic_links::find(conn, &hash_token(key, token))?.filter(|link| link.is_usable(now)).map(|link| link.email))
 }
 
 /// What redeeming a link led to.

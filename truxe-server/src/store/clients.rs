@@ -33,7 +33,8 @@ struct Row {
     updated_at: i64,
 }
 
-#[derive(Insertable, AsChangeset)]
+/// A whole row, written only when a client is created.
+#[derive(Insertable)]
 #[diesel(table_name = clients, treat_none_as_null = true)]
 struct WriteRow<'a> {
     client_id: &'a str,
@@ -53,6 +54,26 @@ struct WriteRow<'a> {
     policy_uri: Option<&'a str>,
     status: &'a str,
     created_at: i64,
+    updated_at: i64,
+}
+
+/// The settings of a client: every column but its id, its creation time and its secrets, so
+/// that an update of the settings never undoes a concurrent secret rotation.
+#[derive(AsChangeset)]
+#[diesel(table_name = clients, treat_none_as_null = true)]
+struct SettingsRow<'a> {
+    client_name: &'a str,
+    token_endpoint_auth_method: &'a str,
+    grant_types: String,
+    allowed_scopes: String,
+    require_pkce: bool,
+    require_consent: bool,
+    trusted: bool,
+    client_uri: Option<&'a str>,
+    logo_uri: Option<&'a str>,
+    tos_uri: Option<&'a str>,
+    policy_uri: Option<&'a str>,
+    status: &'a str,
     updated_at: i64,
 }
 
@@ -116,6 +137,24 @@ fn write_row(c: &Client) -> WriteRow<'_> {
         policy_uri: c.policy_uri.as_deref(),
         status: c.status.as_str(),
         created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}
+
+fn settings_row(c: &Client) -> SettingsRow<'_> {
+    SettingsRow {
+        client_name: &c.client_name,
+        token_endpoint_auth_method: c.token_endpoint_auth_method.as_str(),
+        grant_types: c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "),
+        allowed_scopes: c.allowed_scopes.to_string(),
+        require_pkce: c.require_pkce,
+        require_consent: c.require_consent,
+        trusted: c.trusted,
+        client_uri: c.client_uri.as_deref(),
+        logo_uri: c.logo_uri.as_deref(),
+        tos_uri: c.tos_uri.as_deref(),
+        policy_uri: c.policy_uri.as_deref(),
+        status: c.status.as_str(),
         updated_at: c.updated_at,
     }
 }
@@ -194,10 +233,11 @@ pub fn insert(conn: &mut AnyConnection, client: &Client) -> Result<(), StoreErro
     insert_uris(conn, client)
 }
 
-/// Replaces a client's row and URIs; `false` when it does not exist.
-pub fn update(conn: &mut AnyConnection, client: &Client) -> Result<bool, StoreError> {
+/// Replaces a client's settings and URIs, never its secret columns (those only
+/// [`update_secret`] writes); `false` when it does not exist.
+pub fn update_settings(conn: &mut AnyConnection, client: &Client) -> Result<bool, StoreError> {
     let changed = diesel::update(clients::table.filter(clients::client_id.eq(&client.client_id)))
-        .set(write_row(client))
+        .set(settings_row(client))
         .execute(conn)?;
     if changed == 0 {
         return Ok(false);
@@ -205,6 +245,19 @@ pub fn update(conn: &mut AnyConnection, client: &Client) -> Result<bool, StoreEr
     diesel::delete(uris::table.filter(uris::client_id.eq(&client.client_id))).execute(conn)?;
     insert_uris(conn, client)?;
     Ok(true)
+}
+
+/// Writes a client's secret columns (and `updated_at`) only; `false` when it does not exist.
+pub fn update_secret(conn: &mut AnyConnection, client: &Client) -> Result<bool, StoreError> {
+    let changed = diesel::update(clients::table.filter(clients::client_id.eq(&client.client_id)))
+        .set((
+            clients::secret_hash.eq(client.secret_hash.as_deref()),
+            clients::previous_secret_hash.eq(client.previous_secret_hash.as_deref()),
+            clients::previous_secret_expires_at.eq(client.previous_secret_expires_at),
+            clients::updated_at.eq(client.updated_at),
+        ))
+        .execute(conn)?;
+    Ok(changed > 0)
 }
 
 pub fn delete(conn: &mut AnyConnection, client_id: &str) -> Result<bool, StoreError> {

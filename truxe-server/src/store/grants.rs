@@ -59,6 +59,8 @@ pub struct RefreshToken {
     pub expires_at: i64,
     pub rotated_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The `jti` of the refresh token that replaced this one when it was rotated (or retried).
+    pub replaced_by: Option<String>,
 }
 
 // ---- codes -----------------------------------------------------------------------------------
@@ -165,18 +167,44 @@ pub fn find_refresh_token(conn: &mut AnyConnection, token_hash: &str) -> Result<
         .optional()?)
 }
 
-/// Marks a live refresh token rotated; `false` when it was rotated or revoked already (exactly
-/// one of concurrent callers gets `true`).
-pub fn rotate_refresh_token(conn: &mut AnyConnection, jti: &str, now: i64) -> Result<bool, StoreError> {
+/// Marks a live refresh token rotated and replaced by `successor`; `false` when it was rotated
+/// or revoked already (exactly one of concurrent callers gets `true`).
+pub fn rotate_refresh_token(
+    conn: &mut AnyConnection,
+    jti: &str,
+    successor: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
     let updated = diesel::update(
         tokens::table
             .filter(tokens::jti.eq(jti))
             .filter(tokens::rotated_at.is_null())
             .filter(tokens::revoked_at.is_null()),
     )
-    .set(tokens::rotated_at.eq(now))
+    .set((tokens::rotated_at.eq(now), tokens::replaced_by.eq(successor)))
     .execute(conn)?;
     Ok(updated == 1)
+}
+
+/// Revokes the refresh token `successor` if it is still live (neither rotated nor revoked);
+/// `false` when it was not (exactly one of concurrent callers gets `true`).
+pub fn revoke_live_refresh_token(conn: &mut AnyConnection, successor: &str, now: i64) -> Result<bool, StoreError> {
+    let updated = diesel::update(
+        tokens::table
+            .filter(tokens::jti.eq(successor))
+            .filter(tokens::token_type.eq(REFRESH_TOKEN))
+            .filter(tokens::rotated_at.is_null())
+            .filter(tokens::revoked_at.is_null()),
+    )
+    .set(tokens::revoked_at.eq(now))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Records `successor` as the refresh token that now replaces the rotated token `jti`.
+pub fn set_refresh_successor(conn: &mut AnyConnection, jti: &str, successor: &str) -> Result<(), StoreError> {
+    diesel::update(tokens::table.filter(tokens::jti.eq(jti))).set(tokens::replaced_by.eq(successor)).execute(conn)?;
+    Ok(())
 }
 
 /// Whether an access token's `jti` was revoked (RFC 7009 stores revoked access tokens).

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 
 use super::schema::{mfa_recovery_codes as codes, users};
 use super::{AnyConnection, StoreError};
+use crate::mfa::{LOCKOUT_SECS, MAX_FAILED_ATTEMPTS};
 
 /// A user's second-factor state, the encrypted secret included.
 #[derive(Queryable, Selectable, Clone, PartialEq, Eq)]
@@ -84,20 +85,37 @@ pub fn accept_step(conn: &mut AnyConnection, user_id: &str, step: i64) -> Result
     Ok(changed == 1)
 }
 
-/// Compare-and-set of the failure counter: writes `attempts`/`locked_until` only if the
-/// counter still holds `expected`; `false` means another request got there first (re-read).
-pub fn record_failure(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    expected: i32,
-    attempts: i32,
-    locked_until: Option<i64>,
-) -> Result<bool, StoreError> {
-    let changed =
-        diesel::update(users::table.filter(users::user_id.eq(user_id)).filter(users::mfa_failed_attempts.eq(expected)))
-            .set((users::mfa_failed_attempts.eq(attempts), users::mfa_locked_until.eq(locked_until)))
-            .execute(conn)?;
+/// Reserves one guess before the code is checked, in one conditional `UPDATE`: counts it when
+/// the second factor is not locked and fewer than `MAX_FAILED_ATTEMPTS` guesses are pending or
+/// failed; `false` means no guess is left (lock with [`lock`]). A success clears the count
+/// (`accept_step`, `confirm`, `clear_failures`), so only wrong entries keep their reservation.
+pub fn reserve_attempt(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        users::table
+            .filter(users::user_id.eq(user_id))
+            .filter(users::mfa_locked_until.is_null().or(users::mfa_locked_until.le(now)))
+            .filter(users::mfa_failed_attempts.lt(MAX_FAILED_ATTEMPTS)),
+    )
+    .set(users::mfa_failed_attempts.eq(users::mfa_failed_attempts + 1))
+    .execute(conn)?;
     Ok(changed == 1)
+}
+
+/// Starts a lockout once every guess is used up: sets `mfa_locked_until = now + LOCKOUT_SECS`
+/// and restarts the count, only when the count is exhausted and no lockout is running, so
+/// concurrent callers start it once and never extend it. The end of the lockout when this call
+/// started it.
+pub fn lock(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let until = now + LOCKOUT_SECS;
+    let changed = diesel::update(
+        users::table
+            .filter(users::user_id.eq(user_id))
+            .filter(users::mfa_locked_until.is_null().or(users::mfa_locked_until.le(now)))
+            .filter(users::mfa_failed_attempts.ge(MAX_FAILED_ATTEMPTS)),
+    )
+    .set((users::mfa_failed_attempts.eq(0), users::mfa_locked_until.eq(until)))
+    .execute(conn)?;
+    Ok((changed == 1).then_some(until))
 }
 
 pub fn clear_failures(conn: &mut AnyConnection, user_id: &str) -> Result<(), StoreError> {

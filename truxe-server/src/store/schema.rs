@@ -120,6 +120,7 @@ diesel::table! {
         expires_at -> BigInt,
         rotated_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        replaced_by -> Nullable<Text>,
     }
 }
 
