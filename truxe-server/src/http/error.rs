@@ -31,6 +31,7 @@ pub fn storage_failure(error: &StoreError) -> OAuthError {
         StoreError::Pool(_) | StoreError::Unreachable { .. } => {
             OAuthError::temporarily_unavailable("the server cannot reach its database; retry later")
         }
+        e if e.is_busy() => OAuthError::temporarily_unavailable("the database is busy; retry later"),
         _ => OAuthError::server_error("internal error"),
     }
 }

@@ -856,6 +856,7 @@ pub fn update(
         return Err(ClientError::NotFound);
     }
     conn.transaction::<_, ClientError, _>(|conn| {
+        store::clients::lock_for_update(conn, client_id)?;
         let before = find_existing(conn, client_id)?;
         let settings = validate_patch(&before, patch, ctx.scopes_supported)?;
         let mut client = before.clone();
@@ -908,6 +909,7 @@ pub fn delete(conn: &mut AnyConnection, ctx: &Context<'_>, client_id: &str) -> R
         return Err(ClientError::NotFound);
     }
     conn.transaction::<_, ClientError, _>(|conn| {
+        store::clients::lock_for_update(conn, client_id)?;
         let client = find_existing(conn, client_id)?;
         if !store::clients::delete(conn, client_id)? {
             return Err(ClientError::NotFound);
@@ -938,6 +940,7 @@ pub fn regenerate_secret(
     }
     let grace_seconds = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     conn.transaction::<_, ClientError, _>(|conn| {
+        store::clients::lock_for_update(conn, client_id)?;
         let mut client = find_existing(conn, client_id)?;
         if !client.token_endpoint_auth_method.is_confidential() {
             return Err(ValidationError::field(

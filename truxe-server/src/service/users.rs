@@ -60,9 +60,8 @@ pub fn create(conn: &mut AnyConnection, new: &NewUser, actor: &str, now: i64) ->
         updated_at: now,
     };
     conn.transaction(|conn| {
-        if user_store::find_by_email(conn, &user.email)?.is_some() {
-            return Err(UserError::EmailTaken(user.email.clone()));
-        }
+        // The insert comes first (the UNIQUE email column detects duplicates): on SQLite a
+        // transaction that reads before it writes fails at once under a concurrent writer.
         if user_store::insert(conn, &user)? == Inserted::Duplicate {
             return Err(UserError::EmailTaken(user.email.clone()));
         }

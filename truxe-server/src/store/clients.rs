@@ -264,3 +264,13 @@ pub fn delete(conn: &mut AnyConnection, client_id: &str) -> Result<bool, StoreEr
     diesel::delete(uris::table.filter(uris::client_id.eq(client_id))).execute(conn)?;
     Ok(diesel::delete(clients::table.filter(clients::client_id.eq(client_id))).execute(conn)? > 0)
 }
+
+/// Takes the client's row for writing before anything is read: a row lock on PostgreSQL (so
+/// concurrent changes to one client queue up), the write lock on SQLite (where a transaction
+/// that reads first fails at once, instead of waiting, when another connection writes).
+pub fn lock_for_update(conn: &mut AnyConnection, client_id: &str) -> Result<(), StoreError> {
+    diesel::update(clients::table.filter(clients::client_id.eq(client_id)))
+        .set(clients::updated_at.eq(clients::updated_at))
+        .execute(conn)?;
+    Ok(())
+}

@@ -75,6 +75,15 @@ pub enum StoreError {
     Cancelled,
 }
 
+impl StoreError {
+    /// SQLite's "database is locked": another writer held the lock past the busy timeout.
+    /// Worth a retry by the client, not an internal error.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Query(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("database is locked") || info.message().contains("database is busy"))
+    }
+}
+
 /// Where the pool connects; picks the backend from the URL scheme so that the real connection
 /// error is kept (diesel's derived `establish` tries every backend and drops the errors).
 #[derive(Clone, Debug)]
