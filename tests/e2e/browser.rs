@@ -92,6 +92,7 @@ on_both_backends! {
         assert_eq!(get("iss").as_deref(), Some(server.base_url.as_str()));
         let code = get("code").unwrap_or_else(|| panic!("no code: {query:?}"));
         browser.wait_for_url(&callback.url(), WAIT).await;
+        browser.quit().await;
 
         let tokens: serde_json::Value = server
             .client

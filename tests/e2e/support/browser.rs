@@ -1,6 +1,7 @@
 //! A real headless Chromium driven over WebDriver (Debian's `chromium` + `chromium-driver`),
 //! through a minimal W3C WebDriver client on our own HTTP client.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,10 @@ impl Browser {
             );
         }
         let port = free_port();
+        // Its own process group, so that Drop can end chromedriver and the Chromium it started
+        // together, even when a test panics before `quit`.
         let driver = Command::new("/usr/bin/chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -148,8 +152,17 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Ends the WebDriver session, which closes Chromium.
+    pub async fn quit(&self) {
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
