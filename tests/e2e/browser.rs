@@ -5,54 +5,28 @@
 use std::time::Duration;
 
 use truxe_server::oauth::pkce;
-use truxe_server::service::users as user_service;
-use truxe_server::store::{self, unix_now};
 
 use crate::on_both_backends;
+use crate::support::TestServer;
 use crate::support::browser::Browser;
 use crate::support::callback::CallbackSink;
 use crate::support::smtp::SmtpSink;
-use crate::support::{SELF_ISSUER, TestServer, config_from};
-use crate::users::new_user;
 
 const WAIT: Duration = Duration::from_secs(20);
-const ADMIN: &str = "Bearer adm_test_token_0123456789abcdefghijklmnop";
 
 on_both_backends! {
     async fn magic_link_consent_and_code_in_chromium(backend: Backend) {
         let sink = SmtpSink::start().await;
-        let smtp_port = sink.port().to_string();
-        let server = TestServer::start_with(backend, &[
-            ("JWT_ISSUER", SELF_ISSUER),
-            ("SMTP_HOST", "127.0.0.1"),
-            ("SMTP_PORT", &smtp_port),
-            ("SMTP_SECURE", "false"),
-            ("EMAIL_FROM", "noreply@truxe.test"),
-        ]).await;
+        let server = TestServer::start_mailing(backend, &sink).await;
         let email = "ada@example.org";
-        {
-            let config = config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
-            let pool = store::connect(&config.database).expect("connect");
-            let mut conn = pool.get().expect("conn");
-            user_service::create(&mut conn, &new_user(email), "test", unix_now()).expect("user");
-        }
+        server.create_user(email);
         let callback = CallbackSink::start().await;
-        let created: serde_json::Value = server
-            .client
-            .post(server.url("/oauth-provider/clients"))
-            .header("Authorization", ADMIN)
-            .json(&serde_json::json!({
+        let created = server.register_client(serde_json::json!({
                 "client_name": "Browser Test App",
                 "redirect_uris": [callback.url()],
                 "allowed_scopes": ["openid", "email", "profile"],
                 "token_endpoint_auth_method": "none",
-            }))
-            .send()
-            .await
-            .expect("create client")
-            .json()
-            .await
-            .expect("json");
+            })).await;
         let client_id = created["client_id"].as_str().unwrap_or_else(|| panic!("no client: {created}")).to_string();
 
         let verifier = "chromium-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";

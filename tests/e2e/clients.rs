@@ -12,7 +12,7 @@ use crate::on_both_backends;
 use crate::support::process::{text, truxectl};
 use crate::support::{TestDb, TestServer, config_from};
 
-const ADMIN_TOKEN: &str = "adm_test_token_0123456789abcdefghijklmnop";
+use crate::support::ADMIN_TOKEN;
 const CLIENTS: &str = "/oauth-provider/clients";
 
 /// action, actor, subject, ip, request_id, details

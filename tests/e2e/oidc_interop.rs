@@ -9,16 +9,12 @@ use openidconnect::{
     AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
-use truxe_server::service::users as user_service;
-use truxe_server::store::{self, unix_now};
 
 use crate::on_both_backends;
+use crate::support::TestServer;
 use crate::support::agent::Agent;
 use crate::support::smtp::SmtpSink;
-use crate::support::{SELF_ISSUER, TestServer, config_from};
-use crate::users::new_user;
 
-const ADMIN: &str = "Bearer adm_test_token_0123456789abcdefghijklmnop";
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
 fn http() -> openidconnect::reqwest::Client {
@@ -31,38 +27,16 @@ fn http() -> openidconnect::reqwest::Client {
 on_both_backends! {
     async fn openidconnect_relying_party(backend: Backend) {
         let sink = SmtpSink::start().await;
-        let smtp_port = sink.port().to_string();
-        let server = TestServer::start_with(backend, &[
-            ("JWT_ISSUER", SELF_ISSUER),
-            ("SMTP_HOST", "127.0.0.1"),
-            ("SMTP_PORT", &smtp_port),
-            ("SMTP_SECURE", "false"),
-            ("EMAIL_FROM", "noreply@truxe.test"),
-        ]).await;
+        let server = TestServer::start_mailing(backend, &sink).await;
         let email = "grace@example.org";
-        {
-            let config = config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
-            let pool = store::connect(&config.database).expect("connect");
-            let mut conn = pool.get().expect("conn");
-            user_service::create(&mut conn, &new_user(email), "test", unix_now()).expect("user");
-        }
-        let created: serde_json::Value = server
-            .client
-            .post(server.url("/oauth-provider/clients"))
-            .header("Authorization", ADMIN)
-            .json(&serde_json::json!({
+        server.create_user(email);
+        let created = server.register_client(serde_json::json!({
                 "client_name": "Interop RP",
                 "redirect_uris": [REDIRECT],
                 "allowed_scopes": ["openid", "email", "profile", "offline_access"],
                 "grant_types": ["authorization_code", "refresh_token"],
                 "token_endpoint_auth_method": "client_secret_basic",
-            }))
-            .send()
-            .await
-            .expect("create client")
-            .json()
-            .await
-            .expect("json");
+            })).await;
         let client_id = created["client_id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
         let secret = created["client_secret"].as_str().expect("secret").to_string();
 

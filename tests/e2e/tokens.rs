@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::on_both_backends;
 use crate::support::{Backend, TestServer, test_key};
 
-pub const ADMIN_TOKEN: &str = "adm_test_token_0123456789abcdefghijklmnop";
+pub use crate::support::ADMIN_TOKEN;
 /// What `config_from` sets; the discovery URLs and the `iss` claim come from it.
 pub const ISSUER: &str = "http://127.0.0.1:3001";
 

@@ -487,18 +487,20 @@ impl TokenKeys {
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 
-    /// Checks that `token` is an ID token we issued (our `kid`, `alg` and issuer, a valid
-    /// signature, not an access token). Expiry is deliberately not checked: an
-    /// `id_token_hint` is usually expired by the time the user signs out.
-    pub fn verify_id_token_hint(&self, token: &str, issuer: &str) -> Result<IdTokenHint, Rejection> {
+    /// Decodes a token signed by this key: `typ` as `expect_typ` requires, our `kid` and `alg`,
+    /// a valid signature, our issuer. Time checks are the callers' (jsonwebtoken would read the
+    /// clock itself and allow 60 s of leeway); audience checks do not apply to our own tokens.
+    fn decode_ours<T: serde::de::DeserializeOwned + HasIssuer>(
+        &self,
+        token: &str,
+        issuer: &str,
+        expect_typ: impl Fn(Option<&str>) -> Result<(), Rejection>,
+    ) -> Result<T, Rejection> {
         if token.len() > MAX_TOKEN_LEN || install_provider().is_err() {
             return Err(Rejection::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        // An access token is no ID token, even though both are ours.
-        if header.typ.as_deref() == Some(ACCESS_TOKEN_TYP) {
-            return Err(Rejection::Malformed);
-        }
+        expect_typ(header.typ.as_deref())?;
         if header.kid.as_deref() != Some(self.kid.as_str()) || header.alg != self.alg {
             return Err(Rejection::OtherKey);
         }
@@ -506,59 +508,61 @@ impl TokenKeys {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let hint = match jsonwebtoken::decode::<IdTokenHint>(token, &self.decoding, &validation) {
-            Ok(data) => data.claims,
-            Err(error) => {
-                return Err(match error.kind() {
-                    ErrorKind::InvalidSignature => Rejection::BadSignature,
-                    ErrorKind::InvalidAlgorithm => Rejection::OtherKey,
-                    _ => Rejection::Malformed,
-                });
-            }
-        };
-        if hint.iss != issuer {
+        let claims = jsonwebtoken::decode::<T>(token, &self.decoding, &validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::InvalidSignature => Rejection::BadSignature,
+                ErrorKind::InvalidAlgorithm => Rejection::OtherKey,
+                _ => Rejection::Malformed,
+            })?
+            .claims;
+        if claims.issuer() != issuer {
             return Err(Rejection::WrongIssuer);
         }
-        Ok(hint)
+        Ok(claims)
+    }
+
+    /// Checks that `token` is an ID token we issued (not an access token). Expiry is
+    /// deliberately not checked: an `id_token_hint` is usually expired by the time the user
+    /// signs out.
+    pub fn verify_id_token_hint(&self, token: &str, issuer: &str) -> Result<IdTokenHint, Rejection> {
+        // An access token is no ID token, even though both are ours.
+        self.decode_ours(
+            token,
+            issuer,
+            |typ| {
+                if typ == Some(ACCESS_TOKEN_TYP) { Err(Rejection::Malformed) } else { Ok(()) }
+            },
+        )
     }
 
     /// Checks that `token` is an access token we issued that is live at `now`: typed
     /// `at+jwt`, our `kid` and `alg`, a valid signature, our issuer, `exp` after `now`.
     /// Revocation is the caller's business (it needs the database).
     pub fn verify(&self, token: &str, issuer: &str, now: i64) -> Result<AccessTokenClaims, Rejection> {
-        if token.len() > MAX_TOKEN_LEN || install_provider().is_err() {
-            return Err(Rejection::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
-            return Err(Rejection::NotAnAccessToken);
-        }
-        if header.kid.as_deref() != Some(self.kid.as_str()) || header.alg != self.alg {
-            return Err(Rejection::OtherKey);
-        }
-        let mut validation = jsonwebtoken::Validation::new(self.alg);
-        // Time and audience are checked below against the caller's `now`; jsonwebtoken would
-        // read the clock itself and allow 60 s of leeway.
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = match jsonwebtoken::decode::<AccessTokenClaims>(token, &self.decoding, &validation) {
-            Ok(data) => data.claims,
-            Err(error) => {
-                return Err(match error.kind() {
-                    ErrorKind::InvalidSignature => Rejection::BadSignature,
-                    ErrorKind::InvalidAlgorithm => Rejection::OtherKey,
-                    _ => Rejection::Malformed,
-                });
-            }
-        };
-        if claims.iss != issuer {
-            return Err(Rejection::WrongIssuer);
-        }
+        let claims: AccessTokenClaims = self.decode_ours(token, issuer, |typ| {
+            if typ == Some(ACCESS_TOKEN_TYP) { Ok(()) } else { Err(Rejection::NotAnAccessToken) }
+        })?;
         if claims.exp <= now {
             return Err(Rejection::Expired);
         }
         Ok(claims)
+    }
+}
+
+/// The issuer of a decoded token, for [`TokenKeys::decode_ours`].
+trait HasIssuer {
+    fn issuer(&self) -> &str;
+}
+
+impl HasIssuer for AccessTokenClaims {
+    fn issuer(&self) -> &str {
+        &self.iss
+    }
+}
+
+impl HasIssuer for IdTokenHint {
+    fn issuer(&self) -> &str {
+        &self.iss
     }
 }
 

@@ -120,7 +120,7 @@ pub fn config_from(extra: &[(&str, &str)], dir: &TempDir) -> Config {
         ("TRUXE_DATA_DIR".into(), dir.path().join("data").display().to_string()),
         ("JWT_PRIVATE_KEY".into(), test_key_pem()),
         ("JWT_ISSUER".into(), "http://127.0.0.1:3001".into()),
-        ("ADMIN_TOKEN".into(), "adm_test_token_0123456789abcdefghijklmnop".into()),
+        ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("LOG_LEVEL".into(), "warn".into()),
     ]);
     for (k, v) in extra {
@@ -128,6 +128,9 @@ pub fn config_from(extra: &[(&str, &str)], dir: &TempDir) -> Config {
     }
     Config::from_lookup(&|name: &str| vars.get(name).cloned()).expect("valid test configuration")
 }
+
+/// The admin token every test server is configured with.
+pub const ADMIN_TOKEN: &str = "adm_test_token_0123456789abcdefghijklmnop";
 
 /// As a value in `TestServer::start_with`: the server's own base URL (for `JWT_ISSUER`, so that
 /// discovery-driven clients find an issuer that matches where they connect).
@@ -172,6 +175,47 @@ impl TestServer {
             handle,
             running: Some(running),
         }
+    }
+
+    /// A server that sends mail through `sink` and is its own issuer, as a relying party that
+    /// reads discovery needs.
+    pub async fn start_mailing(backend: Backend, sink: &smtp::SmtpSink) -> Self {
+        let port = sink.port().to_string();
+        Self::start_with(
+            backend,
+            &[
+                ("JWT_ISSUER", SELF_ISSUER),
+                ("SMTP_HOST", "127.0.0.1"),
+                ("SMTP_PORT", &port),
+                ("SMTP_SECURE", "false"),
+                ("EMAIL_FROM", "noreply@truxe.test"),
+            ],
+        )
+        .await
+    }
+
+    /// Registers a person on the server's database; returns the user id.
+    pub fn create_user(&self, email: &str) -> String {
+        let mut conn = self.state.pool.get().expect("connection");
+        let new = truxe_server::service::users::NewUser { email: email.to_string(), ..Default::default() };
+        truxe_server::service::users::create(&mut conn, &new, "test", truxe_server::store::unix_now())
+            .expect("user")
+            .user_id
+    }
+
+    /// Registers a client through the admin API; returns its JSON (with `client_secret` for a
+    /// confidential client).
+    pub async fn register_client(&self, registration: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url("/oauth-provider/clients"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&registration)
+            .send()
+            .await
+            .expect("create client");
+        assert_eq!(response.status(), 201, "client registration refused");
+        response.json().await.expect("json")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,21 +4,16 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::csrf;
-use super::pages::{self, csrf_failure};
+use super::pages::{self};
 use super::session;
 use crate::service::consents as consent_service;
 use crate::store;
 
 pub async fn withdraw(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let form = match pages::read_form(&req, payload).await {
+    let form = match pages::read_csrf_form(&req, &state, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    if !csrf::verify(&req, &state, form.get(csrf::FIELD)) {
-        tracing::warn!(path = %req.path(), "form posted without a valid CSRF token");
-        return csrf_failure();
-    }
     let Some(signed_in) = session::current(&req, &state).await else {
         return session::login_redirect("/", false);
     };

@@ -11,11 +11,10 @@ use askama::Template;
 use super::AppState;
 use super::csrf;
 use super::end_session;
-use super::pages::{self, csrf_failure, error_page, error_page_with_link, render_with_cookies, see_other_with_cookies};
+use super::pages::{self, error_page, error_page_with_link, render_with_cookies, see_other_with_cookies};
 use super::session::{self, BrowserState, safe_return_to};
 use crate::mail::human_duration;
 use crate::model::user::{Email, MAX_EMAIL_LEN};
-use crate::oauth::form::Form;
 use crate::service::consents::{self as consent_service, ConsentView};
 use crate::service::mfa::{self as mfa_service, Method, MfaServiceError};
 use crate::service::sessions as session_service;
@@ -137,14 +136,6 @@ fn storage_failure(error: &impl std::fmt::Display) -> HttpResponse {
     pages::unavailable()
 }
 
-fn verified_csrf(req: &HttpRequest, state: &AppState, form: &Form) -> bool {
-    let ok = csrf::verify(req, state, form.get(csrf::FIELD));
-    if !ok {
-        tracing::warn!(path = %req.path(), "form posted without a valid CSRF token");
-    }
-    ok
-}
-
 // ---- / ---------------------------------------------------------------------------------------
 
 async fn home(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -202,13 +193,10 @@ fn login_form(
 }
 
 async fn login_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let form = match pages::read_form(&req, payload).await {
+    let form = match pages::read_csrf_form(&req, &state, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    if !verified_csrf(&req, &state, &form) {
-        return csrf_failure();
-    }
     let return_to = safe_return_to(form.get("return_to"));
     let typed = form.get("email").unwrap_or_default();
     let email = match Email::parse(typed) {
@@ -321,13 +309,10 @@ async fn magic_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
 }
 
 async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let form = match pages::read_form(&req, payload).await {
+    let form = match pages::read_csrf_form(&req, &state, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    if !verified_csrf(&req, &state, &form) {
-        return csrf_failure();
-    }
     let Some(token) = form.get("token").filter(|t| sign_in::is_plausible_token(t)).map(str::to_string) else {
         return invalid_link();
     };
@@ -422,13 +407,10 @@ fn locked_message(until: i64, now: i64) -> String {
 }
 
 async fn mfa_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let form = match pages::read_form(&req, payload).await {
+    let form = match pages::read_csrf_form(&req, &state, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    if !verified_csrf(&req, &state, &form) {
-        return csrf_failure();
-    }
     let return_to = safe_return_to(form.get("return_to"));
     let Some((pending, user)) = session::pending(&req, &state).await else {
         return session::login_redirect(return_to.as_deref().unwrap_or("/"), false);
@@ -538,13 +520,10 @@ async fn mfa_setup_submit(req: HttpRequest, state: web::Data<AppState>, payload:
     if !state.config.mfa.enabled {
         return mfa_unavailable();
     }
-    let form = match pages::read_form(&req, payload).await {
+    let form = match pages::read_csrf_form(&req, &state, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    if !verified_csrf(&req, &state, &form) {
-        return csrf_failure();
-    }
     let Some(signed_in) = session::current(&req, &state).await else {
         return session::login_redirect("/login/mfa/setup", false);
     };
@@ -599,13 +578,10 @@ async fn logout_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 }
 
 async fn logout_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let form = match pages::read_form(&req, payload).await {
+    let form = match pages::read_csrf_form(&req, &state, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
-    if !verified_csrf(&req, &state, &form) {
-        return csrf_failure();
-    }
     let end = match end_session::request(&state, &form).await {
         Ok(end) => end,
         Err(response) => return response,

@@ -121,6 +121,21 @@ pub fn see_other_with_cookies(location: &str, cookies: Vec<Cookie<'static>>) -> 
     builder.finish()
 }
 
+/// [`read_form`] for a form that changes something: its CSRF token must match the browser's
+/// cookie, else the answer is the 403 page and nothing is done.
+pub async fn read_csrf_form(
+    req: &HttpRequest,
+    state: &super::AppState,
+    payload: web::Payload,
+) -> Result<Form, HttpResponse> {
+    let form = read_form(req, payload).await?;
+    if !super::csrf::verify(req, state, form.get(super::csrf::FIELD)) {
+        tracing::warn!(path = %req.path(), "form posted without a valid CSRF token");
+        return Err(csrf_failure());
+    }
+    Ok(form)
+}
+
 /// A page form body: `application/x-www-form-urlencoded`, at most [`MAX_FORM_BYTES`], valid UTF-8,
 /// every field at most once. Anything else is answered with an error page.
 pub async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<Form, HttpResponse> {
