@@ -17,10 +17,11 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION};
 use serde_json::{Value, json};
 use truxe_server::http::session::derive_key;
+use truxe_server::model::request::RequestMeta;
 use truxe_server::oauth::client_secret::hmac_sha256;
 use truxe_server::oauth::pkce;
 use truxe_server::secret::Secret;
-use truxe_server::service::sessions::{self as session_service, Origin};
+use truxe_server::service::sessions as session_service;
 use truxe_server::service::users::{self as user_service, NewUser};
 use truxe_server::store::grants::{self as grant_store, AuthorizationCode};
 use truxe_server::store::schema::{oauth_tokens, sessions};
@@ -172,7 +173,7 @@ impl Agent {
         let pool = pool(server);
         let mut conn = pool.get().expect("connection");
         let user = user_service::get(&mut conn, user_id).expect("user");
-        let id = session_service::start(&mut conn, &user, &["email"], false, 3600, &Origin::default(), unix_now())
+        let id = session_service::start(&mut conn, &user, &["email"], false, 3600, &RequestMeta::default(), unix_now())
             .expect("session");
         let key = derive_key(&Secret::new(SESSION_SECRET.to_string()));
         let mac = URL_SAFE_NO_PAD.encode(hmac_sha256(key.secret(), id.secret().as_bytes()));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use truxe_server::config::{self, BareUnit, Config};
 use truxe_server::model::client::is_plausible_client_id;
+use truxe_server::model::request::RequestMeta;
 use truxe_server::secret::Secret;
 use truxe_server::service::clients::{
     self as service, ClientError, ClientInput, ClientPatch, ClientView, Context, Page, WithSecret,
@@ -712,8 +713,7 @@ impl Database {
             secret_key: key.secret(),
             now,
             actor: ACTOR,
-            ip: None,
-            request_id: None,
+            request: &RequestMeta::default(),
         };
         match work(&mut self.conn, &ctx) {
             Ok(value) => Ok(value),

@@ -7,13 +7,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, middleware, web};
+use actix_web::{HttpRequest, HttpResponse, middleware, web};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use super::error::json_error;
-use super::request_id::RequestId;
+use super::request_meta::RequestMeta;
 use crate::model::client::is_plausible_client_id;
 use crate::service::clients::{self as service, ClientError, ClientInput, ClientPatch, Context, ValidationError};
 use crate::store::{self, StoreError};
@@ -92,8 +92,7 @@ struct Request {
     scopes_supported: Vec<String>,
     secret_key: Vec<u8>,
     now: i64,
-    ip: Option<String>,
-    request_id: Option<String>,
+    meta: RequestMeta,
 }
 
 impl Request {
@@ -102,8 +101,7 @@ impl Request {
             scopes_supported: state.config.scopes_supported(),
             secret_key: state.client_secret_key.secret().clone(),
             now: store::unix_now(),
-            ip: req.peer_addr().map(|addr| addr.ip().to_string()),
-            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            meta: super::request_meta::of(req),
         }
     }
 
@@ -113,8 +111,7 @@ impl Request {
             secret_key: &self.secret_key,
             now: self.now,
             actor: ACTOR,
-            ip: self.ip.as_deref(),
-            request_id: self.request_id.as_deref(),
+            request: &self.meta,
         }
     }
 }

@@ -3,20 +3,19 @@
 //! `decision=allow|deny` is the consent form, a new authorization request re-validated in full.
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use super::AppState;
 use super::csrf;
 use super::pages::{self, error_page, render_with_cookies, see_other};
-use super::request_id::RequestId;
 use super::session::{self, safe_return_to};
 use crate::model::client::Client;
 use crate::oauth::authorize::{self, AuthorizationRequest, AuthorizeError, Policy};
 use crate::oauth::form::Form;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{ErrorCode, OAuthError};
-use crate::service::authorize::{self as service, Authentication, Next, Origin};
+use crate::service::authorize::{self as service, Authentication, Next};
 use crate::service::clients;
 use crate::store;
 
@@ -231,13 +230,6 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
     }
 }
 
-fn origin(req: &HttpRequest) -> Origin {
-    Origin {
-        ip: req.peer_addr().map(|addr| addr.ip().to_string()),
-        request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
-    }
-}
-
 /// The user allowed: record the consent, then issue the code.
 async fn allow(
     req: &HttpRequest,
@@ -247,7 +239,7 @@ async fn allow(
     scope: &ScopeSet,
 ) -> HttpResponse {
     let (user_id, client_id, consented, origin_) =
-        (auth.user_id.clone(), request.client_id.clone(), scope.clone(), origin(req));
+        (auth.user_id.clone(), request.client_id.clone(), scope.clone(), super::request_meta::of(req));
     let now = store::unix_now();
     let granted = store::run(&state.pool, move |conn| {
         service::grant_consent(conn, &user_id, &client_id, &consented, &origin_, now)
@@ -268,7 +260,7 @@ async fn issue(
 ) -> HttpResponse {
     let ttl = i64::try_from(state.config.oauth.authorization_code_ttl.as_secs()).unwrap_or(i64::MAX);
     let (task_request, task_auth, task_scope, task_origin) =
-        (request.clone(), auth.clone(), scope.clone(), origin(req));
+        (request.clone(), auth.clone(), scope.clone(), super::request_meta::of(req));
     let now = store::unix_now();
     let code = store::run(&state.pool, move |conn| {
         service::issue_code(conn, &task_request, &task_auth, &task_scope, ttl, &task_origin, now)

@@ -355,7 +355,7 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     // An enrolled user always needs the second factor: MFA_ENABLED only gates new enrolments, so
     // a configuration change can never quietly downgrade an account to email only.
     let mfa_pending = user.mfa_enabled;
-    let origin = session::origin(&req);
+    let origin = super::request_meta::of(&req);
     // A session waiting for its second factor is short-lived: the code is typed within minutes.
     let max_age =
         if mfa_pending { PENDING_MFA_SECS.min(session::max_age_secs(&state)) } else { session::max_age_secs(&state) };

@@ -13,6 +13,7 @@ mod jwks;
 mod login;
 pub mod pages;
 pub mod request_id;
+pub mod request_meta;
 mod revoke;
 pub mod session;
 mod token;

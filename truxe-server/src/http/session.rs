@@ -18,7 +18,7 @@ use crate::config::SameSite as ConfigSameSite;
 use crate::model::user::User;
 use crate::oauth::client_secret::hmac_sha256;
 use crate::secret::Secret;
-use crate::service::sessions::{self as session_service, Active, Origin};
+use crate::service::sessions::{self as session_service, Active};
 use crate::store::{self, sessions::Session};
 
 pub const COOKIE: &str = "truxe_session";
@@ -169,14 +169,6 @@ fn base_cookie(state: &AppState, value: String) -> Cookie<'static> {
 /// `SESSION_MAX_AGE` in seconds, for the `expires_at` of new sessions.
 pub(crate) fn max_age_secs(state: &AppState) -> i64 {
     i64::try_from(state.config.session.max_age.as_secs()).unwrap_or(i64::MAX).max(1)
-}
-
-/// Client IP and `User-Agent`, recorded with a new session for administrators.
-pub(crate) fn origin(req: &HttpRequest) -> Origin {
-    Origin {
-        ip: req.peer_addr().map(|a| a.ip().to_string()),
-        user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
-    }
 }
 
 /// A `return_to` worth following: a local path (`/…`, never `//host` or `/\host`, which

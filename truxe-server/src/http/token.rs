@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
 use super::error::{oauth_error_response, storage_failure};
-use super::request_id::RequestId;
+use super::request_meta::RequestMeta;
 use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
 use crate::config::Config;
@@ -98,8 +98,7 @@ pub(super) struct Call {
     secret_key: crate::secret::Secret<Vec<u8>>,
     now: i64,
     clock: Instant,
-    ip: Option<String>,
-    request_id: Option<String>,
+    meta: RequestMeta,
     clients: Arc<ClientCache>,
     audit: Arc<AuditLog>,
     pool: store::Pool,
@@ -117,8 +116,7 @@ impl Call {
             secret_key: state.client_secret_key.clone(),
             now: store::unix_now(),
             clock: Instant::now(),
-            ip: req.peer_addr().map(|addr| addr.ip().to_string()),
-            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            meta: super::request_meta::of(req),
             clients: state.clients.clone(),
             audit: state.audit.clone(),
             pool: state.pool.clone(),
@@ -132,8 +130,7 @@ impl Call {
             secret_key: self.secret_key.secret(),
             now: self.now,
             clock: self.clock,
-            ip: self.ip.as_deref(),
-            request_id: self.request_id.as_deref(),
+            request: &self.meta,
             clients: &self.clients,
             audit: &self.audit,
             pool: &self.pool,

@@ -1,4 +1,5 @@
 //! Domain records shared by the protocol, service and storage layers.
 
 pub mod client;
+pub mod request;
 pub mod user;

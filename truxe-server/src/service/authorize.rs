@@ -7,11 +7,12 @@ use diesel::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::model::client::{Client, GrantType};
+use crate::model::request::RequestMeta;
 use crate::oauth::authorize::AuthorizationRequest;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::secret::Secret;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::consents::{self as consent_store, Consent};
 use crate::store::grants::{self as grant_store, AuthorizationCode};
 use crate::store::{AnyConnection, StoreError};
@@ -150,13 +151,6 @@ pub fn stored_consent(
     Ok(ScopeSet::parse(&consent.scope).ok())
 }
 
-/// Where a request comes from, for the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub ip: Option<String>,
-    pub request_id: Option<String>,
-}
-
 /// Records that the user allowed `scope`, adding to what they allowed before.
 ///
 /// The row is read outside the transaction and written with a compare-and-set, so that every
@@ -167,7 +161,7 @@ pub fn grant_consent(
     user_id: &str,
     client_id: &str,
     scope: &ScopeSet,
-    origin: &Origin,
+    origin: &RequestMeta,
     now: i64,
 ) -> Result<ScopeSet, StoreError> {
     let mut attempts = 0;
@@ -199,16 +193,11 @@ pub fn grant_consent(
                 let details = serde_json::json!({ "scope": scope.to_string(), "consented": merged.to_string() });
                 audit::record(
                     conn,
-                    &AuditEvent {
-                        action: "consent.granted".to_string(),
-                        actor: format!("user:{user_id}"),
-                        subject: Some(client_id.to_string()),
-                        client_id: Some(client_id.to_string()),
-                        user_id: Some(user_id.to_string()),
-                        ip: origin.ip.clone(),
-                        request_id: origin.request_id.clone(),
-                        details,
-                    },
+                    &AuditEvent::by_user(AuditAction::ConsentGranted, user_id)
+                        .subject(client_id)
+                        .client(client_id)
+                        .from_request(origin)
+                        .details(details),
                     now,
                 )?;
             }
@@ -240,7 +229,7 @@ pub fn issue_code(
     auth: &Authentication,
     scope: &ScopeSet,
     ttl_secs: i64,
-    origin: &Origin,
+    origin: &RequestMeta,
     now: i64,
 ) -> Result<Secret<String>, StoreError> {
     let code = new_code();
@@ -264,21 +253,16 @@ pub fn issue_code(
         grant_store::insert_code(conn, &row)?;
         audit::record(
             conn,
-            &AuditEvent {
-                action: "authorization.granted".to_string(),
-                actor: format!("user:{}", auth.user_id),
-                subject: Some(request.client_id.clone()),
-                client_id: Some(request.client_id.clone()),
-                user_id: Some(auth.user_id.clone()),
-                ip: origin.ip.clone(),
-                request_id: origin.request_id.clone(),
-                details: serde_json::json!({
+            &AuditEvent::by_user(AuditAction::AuthorizationGranted, &auth.user_id)
+                .subject(&request.client_id)
+                .client(&request.client_id)
+                .from_request(origin)
+                .details(serde_json::json!({
                     "scope": row.scope,
                     "redirect_uri": row.redirect_uri,
                     "pkce": row.code_challenge.is_some(),
                     "expires_at": row.expires_at,
-                }),
-            },
+                })),
             now,
         )?;
         Ok::<_, StoreError>(())

@@ -9,10 +9,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::model::client::{self as model, AuthMethod, Client, ClientStatus, GrantType};
+use crate::model::request::RequestMeta;
 use crate::oauth::client_secret;
 use crate::oauth::scope::{ScopeSet, is_scope_token};
 use crate::secret::Secret;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::{self, AnyConnection, StoreError};
 
 pub const MAX_NAME_CHARS: usize = 200;
@@ -73,8 +74,7 @@ pub struct Context<'a> {
     pub now: i64,
     /// Who acts, for the audit trail: `admin` (the admin API) or `cli` (truxectl on the database).
     pub actor: &'a str,
-    pub ip: Option<&'a str>,
-    pub request_id: Option<&'a str>,
+    pub request: &'a RequestMeta,
 }
 
 /// Registration as the deployment guide writes it, plus `grant_types` and
@@ -732,17 +732,8 @@ pub fn generate_client_id() -> String {
     random_token(model::CLIENT_ID_PREFIX, 16)
 }
 
-fn event(ctx: &Context<'_>, action: &str, client_id: &str, details: serde_json::Value) -> AuditEvent {
-    AuditEvent {
-        action: action.to_string(),
-        actor: ctx.actor.to_string(),
-        subject: Some(client_id.to_string()),
-        client_id: Some(client_id.to_string()),
-        user_id: None,
-        ip: ctx.ip.map(str::to_string),
-        request_id: ctx.request_id.map(str::to_string),
-        details,
-    }
+fn event(ctx: &Context<'_>, action: AuditAction, client_id: &str, details: serde_json::Value) -> AuditEvent {
+    AuditEvent::new(action, ctx.actor).subject(client_id).client(client_id).from_request(ctx.request).details(details)
 }
 
 fn apply(client: &mut Client, settings: Settings) {
@@ -816,7 +807,7 @@ pub fn create(conn: &mut AnyConnection, ctx: &Context<'_>, input: ClientInput) -
             "allowed_scopes": view.allowed_scopes,
             "redirect_uris": view.redirect_uris,
         });
-        audit::record(conn, &event(ctx, "client.created", &client.client_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::ClientCreated, &client.client_id, details), ctx.now)?;
         Ok(())
     })?;
     Ok(WithSecret { client: view, client_secret: secret })
@@ -874,7 +865,7 @@ pub fn update(
         if old.status != new.status {
             details["status"] = serde_json::json!({ "from": old.status, "to": new.status });
         }
-        audit::record(conn, &event(ctx, "client.updated", client_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::ClientUpdated, client_id, details), ctx.now)?;
         Ok(ClientView::from(&client))
     })
 }
@@ -915,7 +906,7 @@ pub fn delete(conn: &mut AnyConnection, ctx: &Context<'_>, client_id: &str) -> R
             return Err(ClientError::NotFound);
         }
         let details = serde_json::json!({ "client_name": client.client_name });
-        audit::record(conn, &event(ctx, "client.deleted", client_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::ClientDeleted, client_id, details), ctx.now)?;
         Ok(())
     })
 }
@@ -964,7 +955,7 @@ pub fn regenerate_secret(
         if client.previous_secret_expires_at.is_some() {
             details["previous_secret_valid_until"] = serde_json::json!(until);
         }
-        audit::record(conn, &event(ctx, "client.secret_rotated", client_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::ClientSecretRotated, client_id, details), ctx.now)?;
         Ok(WithSecret { client: ClientView::from(&client), client_secret: Some(secret) })
     })
 }

@@ -4,7 +4,7 @@
 use diesel::Connection;
 use serde::Serialize;
 
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::consents as consent_store;
 use crate::store::grants as grant_store;
 use crate::store::{AnyConnection, StoreError};
@@ -65,15 +65,11 @@ pub fn withdraw(
         if consent || grants_revoked > 0 {
             audit::record(
                 conn,
-                &AuditEvent {
-                    action: "consent.withdrawn".to_string(),
-                    actor: actor.to_string(),
-                    subject: Some(client_id.to_string()),
-                    client_id: Some(client_id.to_string()),
-                    user_id: Some(user_id.to_string()),
-                    details: serde_json::json!({ "consent": consent, "grants_revoked": grants_revoked }),
-                    ..AuditEvent::default()
-                },
+                &AuditEvent::new(AuditAction::ConsentWithdrawn, actor)
+                    .subject(client_id)
+                    .client(client_id)
+                    .user(user_id)
+                    .details(serde_json::json!({ "consent": consent, "grants_revoked": grants_revoked })),
                 now,
             )?;
         }

@@ -24,7 +24,7 @@ use crate::oauth::id_token::{IdTokenClaims, at_hash};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::{OAuthError, pkce};
 use crate::secret::Secret;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::grants::{self as grant_store, AuthorizationCode, Grant, REFRESH_TOKEN, RefreshToken};
 use crate::store::{AnyConnection, StoreError, users as user_store};
 
@@ -225,17 +225,18 @@ fn refresh_ttl(ctx: &Context<'_>) -> i64 {
     i64::try_from(ctx.config.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX).max(1)
 }
 
-fn event(ctx: &Context<'_>, action: &str, client: &Client, user_id: &str, details: serde_json::Value) -> AuditEvent {
-    AuditEvent {
-        action: action.to_string(),
-        actor: format!("client:{}", client.client_id),
-        subject: Some(user_id.to_string()),
-        client_id: Some(client.client_id.clone()),
-        user_id: Some(user_id.to_string()),
-        ip: ctx.ip.map(str::to_string),
-        request_id: ctx.request_id.map(str::to_string),
-        details,
-    }
+fn event(
+    ctx: &Context<'_>,
+    action: AuditAction,
+    client: &Client,
+    user_id: &str,
+    details: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent::by_client(action, &client.client_id)
+        .subject(user_id)
+        .user(user_id)
+        .from_request(ctx.request)
+        .details(details)
 }
 
 /// Failures inside a token transaction: storage, or losing the race for a single-use value.
@@ -405,7 +406,7 @@ pub fn exchange_code(
             grant_store::insert_refresh_token(conn, row)?;
         }
         let details = issued_details(GrantType::AuthorizationCode, &issued);
-        audit::record(conn, &event(ctx, "token.issued", &client, &user.user_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::TokenIssued, &client, &user.user_id, details), ctx.now)?;
         Ok(())
     });
     match recorded {
@@ -437,7 +438,7 @@ fn code_reused(
             None => false,
         };
         let details = serde_json::json!({ "gid": grant_id, "grant_revoked": revoked });
-        audit::record(conn, &event(ctx, "authorization_code.reused", client, &user_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::AuthorizationCodeReused, client, &user_id, details), ctx.now)?;
         Ok::<_, StoreError>(())
     })?;
     tracing::warn!(client_id = %client.client_id, gid = ?grant_id, "an authorization code was redeemed twice; its grant is revoked");
@@ -546,7 +547,7 @@ fn refresh_once(
         if !rotate {
             details["replaced"] = serde_json::json!(token.replaced_by);
         }
-        audit::record(conn, &event(ctx, "token.issued", client, &user.user_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::TokenIssued, client, &user.user_id, details), ctx.now)?;
         Ok(())
     });
     match recorded {
@@ -577,7 +578,7 @@ fn refresh_token_reused(
         grant_store::revoke_grant(conn, &grant.grant_id, ctx.now)?;
         let details = serde_json::json!({ "gid": grant.grant_id, "jti": token.jti, "rotated_at": token.rotated_at });
         let user_id = grant.user_id.clone().unwrap_or_default();
-        audit::record(conn, &event(ctx, "refresh_token.reused", client, &user_id, details), ctx.now)?;
+        audit::record(conn, &event(ctx, AuditAction::RefreshTokenReused, client, &user_id, details), ctx.now)?;
         Ok::<_, StoreError>(())
     })?;
     tracing::warn!(
@@ -618,7 +619,7 @@ pub fn revoke(
         if revoked {
             let user_id = refresh.user_id.clone().unwrap_or_default();
             let details = serde_json::json!({ "token_type": REFRESH_TOKEN, "jti": refresh.jti, "gid": grant_id });
-            audit::record(conn, &event(ctx, "token.revoked", &caller, &user_id, details), ctx.now)?;
+            audit::record(conn, &event(ctx, AuditAction::TokenRevoked, &caller, &user_id, details), ctx.now)?;
         }
         Ok::<_, StoreError>(revoked)
     })?;

@@ -6,7 +6,7 @@ use diesel::Connection;
 
 use crate::mfa::{self, MfaError};
 use crate::secret::Secret;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::mfa::{self as mfa_store, MfaState};
 use crate::store::{AnyConnection, StoreError, server_secrets, users as user_store};
 
@@ -74,15 +74,8 @@ fn hmac_key(conn: &mut AnyConnection, now: i64) -> Result<Secret<Vec<u8>>, Store
     server_secrets::load_or_create(conn, mfa::HMAC_KEY_NAME, now)
 }
 
-fn event(action: &str, actor: &str, user_id: &str, details: serde_json::Value) -> AuditEvent {
-    AuditEvent {
-        action: action.to_string(),
-        actor: actor.to_string(),
-        subject: Some(user_id.to_string()),
-        user_id: Some(user_id.to_string()),
-        details,
-        ..AuditEvent::default()
-    }
+fn event(action: AuditAction, actor: &str, user_id: &str, details: serde_json::Value) -> AuditEvent {
+    AuditEvent::new(action, actor).subject(user_id).user(user_id).details(details)
 }
 
 /// Starts (or shows again) an enrolment: a pending secret is kept across page reloads until
@@ -152,7 +145,7 @@ pub fn confirm_enrolment(
         mfa_store::replace_recovery_codes(conn, user_id, &hashes, now)?;
         audit::record(
             conn,
-            &event("user.mfa_enrolled", &format!("user:{user_id}"), user_id, serde_json::json!({})),
+            &event(AuditAction::UserMfaEnrolled, &format!("user:{user_id}"), user_id, serde_json::json!({})),
             now,
         )?;
         Ok(())
@@ -197,7 +190,7 @@ pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) ->
     audit::record(
         conn,
         &event(
-            "user.mfa_recovery_code_used",
+            AuditAction::UserMfaRecoveryCodeUsed,
             &format!("user:{user_id}"),
             user_id,
             serde_json::json!({ "recovery_codes_left": left }),
@@ -223,7 +216,11 @@ pub fn regenerate_recovery_codes(
     let hashes = recovery_hashes(hmac_key.secret(), &codes)?;
     conn.transaction(|conn| {
         mfa_store::replace_recovery_codes(conn, user_id, &hashes, now)?;
-        audit::record(conn, &event("user.mfa_recovery_codes_regenerated", actor, user_id, serde_json::json!({})), now)?;
+        audit::record(
+            conn,
+            &event(AuditAction::UserMfaRecoveryCodesRegenerated, actor, user_id, serde_json::json!({})),
+            now,
+        )?;
         Ok::<_, MfaServiceError>(())
     })?;
     Ok(codes)
@@ -243,7 +240,7 @@ pub fn reset(conn: &mut AnyConnection, user_id: &str, actor: &str, now: i64) -> 
         mfa_store::clear(conn, user_id, now)?;
         audit::record(
             conn,
-            &event("user.mfa_reset", actor, user_id, serde_json::json!({ "was_enabled": state.mfa_enabled })),
+            &event(AuditAction::UserMfaReset, actor, user_id, serde_json::json!({ "was_enabled": state.mfa_enabled })),
             now,
         )?;
         Ok(had_any)
@@ -274,7 +271,12 @@ fn start_lockout(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Op
     };
     audit::record(
         conn,
-        &event("user.mfa_locked", &format!("user:{user_id}"), user_id, serde_json::json!({ "locked_until": until })),
+        &event(
+            AuditAction::UserMfaLocked,
+            &format!("user:{user_id}"),
+            user_id,
+            serde_json::json!({ "locked_until": until }),
+        ),
         now,
     )?;
     tracing::warn!(%user_id, locked_until = until, "second factor locked after repeated wrong codes");

@@ -7,10 +7,11 @@ use base64::Engine;
 use diesel::Connection;
 use sha2::{Digest, Sha256};
 
+use crate::model::request::RequestMeta;
 use crate::model::user::User;
 use crate::secret::Secret;
-use crate::store::audit::{self, AuditEvent};
-use crate::store::sessions::{self as session_store, MAX_USER_AGENT_CHARS, Session};
+use crate::store::audit::{self, AuditAction, AuditEvent};
+use crate::store::sessions::{self as session_store, Session};
 use crate::store::{AnyConnection, StoreError, users as user_store};
 
 /// `last_seen_at` is written at most this often per session.
@@ -34,13 +35,6 @@ pub fn session_hash(id: &str) -> String {
     Sha256::digest(id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where a session comes from (kept for administrators; never used to decide anything).
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
 /// Starts a session for `user` and returns the id for the cookie. `mfa_pending` sessions sign
 /// nobody in until [`complete_mfa`] replaces them.
 pub fn start(
@@ -49,7 +43,7 @@ pub fn start(
     amr: &[&str],
     mfa_pending: bool,
     max_age_secs: i64,
-    origin: &Origin,
+    origin: &RequestMeta,
     now: i64,
 ) -> Result<Secret<String>, StoreError> {
     let id = new_session_id();
@@ -63,31 +57,25 @@ pub fn start(
         expires_at: now.saturating_add(max_age_secs.max(1)),
         revoked_at: None,
         ip: origin.ip.clone(),
-        user_agent: origin.user_agent.as_deref().map(truncate_user_agent),
+        user_agent: origin.user_agent.clone(),
         mfa_pending,
     };
     conn.transaction(|conn| {
         session_store::insert(conn, &session)?;
         audit::record(
             conn,
-            &AuditEvent {
-                action: if mfa_pending { "user.sign_in_started" } else { "user.signed_in" }.to_string(),
-                actor: format!("user:{}", user.user_id),
-                subject: Some(user.user_id.clone()),
-                user_id: Some(user.user_id.clone()),
-                ip: origin.ip.clone(),
-                details: serde_json::json!({ "amr": amr, "mfa_pending": mfa_pending }),
-                ..AuditEvent::default()
-            },
+            &AuditEvent::by_user(
+                if mfa_pending { AuditAction::UserSignInStarted } else { AuditAction::UserSignedIn },
+                &user.user_id,
+            )
+            .subject(&user.user_id)
+            .from_request(origin)
+            .details(serde_json::json!({ "amr": amr, "mfa_pending": mfa_pending })),
             now,
         )?;
         Ok::<_, StoreError>(())
     })?;
     Ok(id)
-}
-
-fn truncate_user_agent(value: &str) -> String {
-    value.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT_CHARS).collect()
 }
 
 /// A live session and its user, as the HTTP layer needs them.
@@ -134,7 +122,7 @@ pub fn complete_mfa(
         if !session_store::take_pending(conn, &pending.session_hash, now)? {
             return Ok(None);
         }
-        let origin = Origin { ip: pending.ip.clone(), user_agent: pending.user_agent.clone() };
+        let origin = RequestMeta { ip: pending.ip.clone(), request_id: None, user_agent: pending.user_agent.clone() };
         start(conn, user, amr, false, max_age_secs, &origin, now).map(Some)
     })
 }
@@ -154,13 +142,7 @@ pub fn end(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, StoreEr
         }
         audit::record(
             conn,
-            &AuditEvent {
-                action: "user.signed_out".to_string(),
-                actor: format!("user:{}", session.user_id),
-                subject: Some(session.user_id.clone()),
-                user_id: Some(session.user_id.clone()),
-                ..AuditEvent::default()
-            },
+            &AuditEvent::by_user(AuditAction::UserSignedOut, &session.user_id).subject(&session.user_id),
             now,
         )?;
         Ok(true)
@@ -189,14 +171,10 @@ pub fn revoke_all_for_user(
         let count = session_store::revoke_all_for_user(conn, user_id, now)?;
         audit::record(
             conn,
-            &AuditEvent {
-                action: "user.sessions_revoked".to_string(),
-                actor: actor.to_string(),
-                subject: Some(user_id.to_string()),
-                user_id: Some(user_id.to_string()),
-                details: serde_json::json!({ "count": count }),
-                ..AuditEvent::default()
-            },
+            &AuditEvent::new(AuditAction::UserSessionsRevoked, actor)
+                .subject(user_id)
+                .user(user_id)
+                .details(serde_json::json!({ "count": count })),
             now,
         )?;
         Ok(count)
@@ -217,12 +195,5 @@ mod tests {
         assert_ne!(hash, session_hash(b.secret()));
         assert!(!is_plausible_session_id("short"));
         assert!(!is_plausible_session_id(&"+".repeat(43)));
-    }
-
-    #[test]
-    fn user_agents_are_truncated_and_cleaned() {
-        let long = "x".repeat(1000);
-        assert_eq!(truncate_user_agent(&long).len(), MAX_USER_AGENT_CHARS);
-        assert_eq!(truncate_user_agent("a\u{0}b\nc"), "abc");
     }
 }

@@ -13,12 +13,13 @@ use crate::client_cache::ClientCache;
 use crate::config::Config;
 use crate::jwt::{AccessTokenClaims, JwtError, TokenKeys};
 use crate::model::client::{self as model, AuthMethod, Client, GrantType};
+use crate::model::request::RequestMeta;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::ClientCredentials;
 use crate::oauth::form::Form;
 use crate::oauth::scope::ScopeSet;
 use crate::service::{clients, grants};
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::schema::oauth_tokens;
 use crate::store::{AnyConnection, Pool, StoreError};
 
@@ -54,8 +55,7 @@ pub struct Context<'a> {
     pub now: i64,
     /// The same instant on the monotonic clock, for the client cache.
     pub clock: Instant,
-    pub ip: Option<&'a str>,
-    pub request_id: Option<&'a str>,
+    pub request: &'a RequestMeta,
     pub clients: &'a ClientCache,
     pub audit: &'a AuditLog,
     /// Where a use case that was given no connection gets one, when it needs one.
@@ -335,23 +335,17 @@ fn client_credentials_token(
     let claims = access_token_claims(ctx.config, &client, &client.client_id, &scope, &audience, new_jti(), ctx.now);
     let access_token = ctx.keys.encode(&claims)?;
     ctx.audit.record(
-        AuditEvent {
-            action: "token.issued".to_string(),
-            actor: format!("client:{}", client.client_id),
-            subject: Some(claims.jti.clone()),
-            client_id: Some(client.client_id.clone()),
-            user_id: None,
-            ip: ctx.ip.map(str::to_string),
-            request_id: ctx.request_id.map(str::to_string),
-            details: serde_json::json!({
+        AuditEvent::by_client(AuditAction::TokenIssued, &client.client_id)
+            .subject(&claims.jti)
+            .from_request(ctx.request)
+            .details(serde_json::json!({
                 "grant_type": GrantType::ClientCredentials.as_str(),
                 "token_type": ACCESS_TOKEN,
                 "jti": claims.jti,
                 "scope": claims.scope,
                 "aud": claims.aud,
                 "exp": claims.exp,
-            }),
-        },
+            })),
         ctx.now,
     )?;
     tracing::info!(
@@ -523,16 +517,10 @@ pub fn revoke(
         }
         audit::record(
             conn,
-            &AuditEvent {
-                action: "token.revoked".to_string(),
-                actor: format!("client:{}", caller.client_id),
-                subject: Some(claims.jti.clone()),
-                client_id: Some(caller.client_id.clone()),
-                user_id: None,
-                ip: ctx.ip.map(str::to_string),
-                request_id: ctx.request_id.map(str::to_string),
-                details: serde_json::json!({ "token_type": ACCESS_TOKEN, "jti": claims.jti, "exp": claims.exp }),
-            },
+            &AuditEvent::by_client(AuditAction::TokenRevoked, &caller.client_id)
+                .subject(&claims.jti)
+                .from_request(ctx.request)
+                .details(serde_json::json!({ "token_type": ACCESS_TOKEN, "jti": claims.jti, "exp": claims.exp })),
             ctx.now,
         )?;
         Ok(true)

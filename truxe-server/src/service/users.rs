@@ -4,7 +4,7 @@
 use diesel::Connection;
 
 use crate::model::user::{self, Email, EmailError, User, UserStatus};
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::users::{self as user_store, Inserted};
 use crate::store::{AnyConnection, StoreError};
 
@@ -67,14 +67,10 @@ pub fn create(conn: &mut AnyConnection, new: &NewUser, actor: &str, now: i64) ->
         }
         audit::record(
             conn,
-            &AuditEvent {
-                action: "user.created".to_string(),
-                actor: actor.to_string(),
-                subject: Some(user.user_id.clone()),
-                user_id: Some(user.user_id.clone()),
-                details: serde_json::json!({ "email_verified": user.email_verified }),
-                ..AuditEvent::default()
-            },
+            &AuditEvent::new(AuditAction::UserCreated, actor)
+                .subject(&user.user_id)
+                .user(&user.user_id)
+                .details(serde_json::json!({ "email_verified": user.email_verified })),
             now,
         )?;
         Ok(())
@@ -128,20 +124,10 @@ pub fn set_status(
         }
         user_store::set_status(conn, user_id, status, now)?;
         let action = match status {
-            UserStatus::Active => "user.enabled",
-            UserStatus::Disabled => "user.disabled",
+            UserStatus::Active => AuditAction::UserEnabled,
+            UserStatus::Disabled => AuditAction::UserDisabled,
         };
-        audit::record(
-            conn,
-            &AuditEvent {
-                action: action.to_string(),
-                actor: actor.to_string(),
-                subject: Some(user_id.to_string()),
-                user_id: Some(user_id.to_string()),
-                ..AuditEvent::default()
-            },
-            now,
-        )?;
+        audit::record(conn, &AuditEvent::new(action, actor).subject(user_id).user(user_id), now)?;
         Ok(User { status, updated_at: now, ..current })
     })
 }
@@ -152,17 +138,7 @@ pub fn delete(conn: &mut AnyConnection, user_id: &str, actor: &str, now: i64) ->
     conn.transaction(|conn| {
         let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
         user_store::delete(conn, user_id)?;
-        audit::record(
-            conn,
-            &AuditEvent {
-                action: "user.deleted".to_string(),
-                actor: actor.to_string(),
-                subject: Some(user_id.to_string()),
-                user_id: Some(user_id.to_string()),
-                ..AuditEvent::default()
-            },
-            now,
-        )?;
+        audit::record(conn, &AuditEvent::new(AuditAction::UserDeleted, actor).subject(user_id).user(user_id), now)?;
         Ok(user)
     })
 }
@@ -231,14 +207,9 @@ fn existing_for_sign_in(conn: &mut AnyConnection, user: User, now: i64) -> Resul
         user_store::set_email_verified(conn, &user.user_id, true, now)?;
         audit::record(
             conn,
-            &AuditEvent {
-                action: "user.email_verified".to_string(),
-                actor: format!("user:{}", user.user_id),
-                subject: Some(user.user_id.clone()),
-                user_id: Some(user.user_id.clone()),
-                details: serde_json::json!({ "method": "magic_link" }),
-                ..AuditEvent::default()
-            },
+            &AuditEvent::by_user(AuditAction::UserEmailVerified, &user.user_id)
+                .subject(&user.user_id)
+                .details(serde_json::json!({ "method": "magic_link" })),
             now,
         )?;
         Ok::<_, UserError>(())

@@ -5,9 +5,6 @@ use diesel::prelude::*;
 use super::schema::sessions;
 use super::{AnyConnection, StoreError};
 
-/// Longest `User-Agent` kept (it is only shown to administrators).
-pub const MAX_USER_AGENT_CHARS: usize = 256;
-
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 pub struct Session {
