@@ -13,9 +13,10 @@ TRUXE_SVC_PG_STARTED=0     # 1 once pg_ctl start succeeded
 TRUXE_SVC_REDIS_DIR=""     # temp dir holding redis.pid, redis.log
 TRUXE_SVC_REDIS_PID=""     # PID of the redis-server we daemonized
 TRUXE_SVC_APT_UPDATED=0
+TRUXE_SVC_LOG_TAG=scripts/test  # prefix of svc_log/die messages (.ci/run sets its own)
 
-svc_log() { printf '[scripts/test] %s\n' "$*" >&2; }
-die() { printf '[scripts/test] ERROR: %s\n' "$*" >&2; exit 1; }
+svc_log() { printf '[%s] %s\n' "$TRUXE_SVC_LOG_TAG" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "$TRUXE_SVC_LOG_TAG" "$*" >&2; exit 1; }
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
