@@ -710,6 +710,7 @@ async fn bad_exchanges_on(backend: Backend) {
         expires_at,
         consumed_at: None,
         grant_id: None,
+        redirect_uri_given: true,
     };
     let expired = "expiredcode0123456789abcdefghijklmnopqrstuv";
     grant_store::insert_code(&mut conn, &row(expired, now - 1, Some(pkce::s256_challenge(VERIFIER)))).expect("insert");

@@ -21,6 +21,7 @@ pub use duration::{BareUnit, format_duration, parse_duration};
 pub use source::read_env_file;
 
 use crate::keys::{Algorithm, KeyError, SigningKey};
+use crate::oauth::scope::ScopeSet;
 use crate::secret::Secret;
 use source::Reader;
 
@@ -66,7 +67,10 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     pub jwt: JwtConfig,
     pub access_token_ttl: Duration,
+    /// `REFRESH_TOKEN_EXPIRY`: how long one refresh token lives from its issue.
     pub refresh_token_ttl: Duration,
+    /// `REFRESH_TOKEN_MAX_AGE`: how long a family of refresh tokens lives from the authorization.
+    pub refresh_token_max_age: Duration,
     pub session: SessionConfig,
     pub oauth: OAuthConfig,
     pub smtp: Option<SmtpConfig>,
@@ -234,12 +238,12 @@ impl Config {
             BareUnit::Seconds,
             Duration::from_secs(15 * 60),
         );
-        let refresh_token_ttl = r.duration_with_alias(
-            "REFRESH_TOKEN_EXPIRY",
-            "REFRESH_TOKEN_MAX_AGE",
-            BareUnit::Seconds,
-            Duration::from_secs(7 * 86_400),
-        );
+        let refresh_token_ttl = r.duration("REFRESH_TOKEN_EXPIRY", BareUnit::Seconds, Duration::from_secs(7 * 86_400));
+        // A family's absolute lifetime; rotation never extends it. Unset: 30 days, or the
+        // lifetime of one refresh token when that is longer.
+        let refresh_token_max_age = r
+            .duration_opt("REFRESH_TOKEN_MAX_AGE", BareUnit::Seconds)
+            .unwrap_or_else(|| refresh_token_ttl.max(Duration::from_secs(30 * 86_400)));
         let session = read_session(&mut r, production);
         let oauth = OAuthConfig {
             authorization_code_ttl: r.duration(
@@ -276,6 +280,7 @@ impl Config {
             jwt,
             access_token_ttl,
             refresh_token_ttl,
+            refresh_token_max_age,
             session,
             oauth,
             smtp,
@@ -320,6 +325,11 @@ impl Config {
     /// Every scope a client may be registered with: the standard ones, then `TRUXE_SCOPES`.
     pub fn scopes_supported(&self) -> Vec<String> {
         STANDARD_SCOPES.iter().map(|s| s.to_string()).chain(self.extra_scopes.iter().cloned()).collect()
+    }
+
+    /// [`Config::scopes_supported`] as a set (every member is a valid scope token: validated at load).
+    pub fn scope_set(&self) -> ScopeSet {
+        ScopeSet::from_tokens(self.scopes_supported()).unwrap_or_default()
     }
 }
 
@@ -517,14 +527,15 @@ fn read_session(r: &mut Reader<'_>, production: bool) -> SessionConfig {
     SessionConfig { secret, max_age, secure, same_site }
 }
 
-/// `TRUXE_REFRESH_REUSE_GRACE` (`10s`; `0` turns the grace off), at most five minutes.
+/// `TRUXE_REFRESH_REUSE_GRACE` (`0`, off: a rotated token presented again is a replay, RFC 9700
+/// §4.14.2), at most five minutes.
 fn read_refresh_reuse_grace(r: &mut Reader<'_>) -> Duration {
     const MAX: Duration = Duration::from_secs(300);
     r.parse_opt("TRUXE_REFRESH_REUSE_GRACE", |v| {
         let d = parse_duration(v, BareUnit::Seconds)?;
         if d > MAX { Err(format!("{v:?} is longer than the 5m allowed")) } else { Ok(d) }
     })
-    .unwrap_or(Duration::from_secs(10))
+    .unwrap_or(Duration::ZERO)
 }
 
 fn read_sign_in(r: &mut Reader<'_>) -> SignInConfig {

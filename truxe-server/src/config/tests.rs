@@ -137,7 +137,14 @@ fn durations_in_every_unit_and_their_errors() {
 fn token_lifetime_aliases() {
     let c = ok(&[("ACCESS_TOKEN_MAX_AGE", "600"), ("REFRESH_TOKEN_MAX_AGE", "86400")]);
     assert_eq!(c.access_token_ttl, Duration::from_secs(600));
-    assert_eq!(c.refresh_token_ttl, Duration::from_secs(86_400));
+    // REFRESH_TOKEN_MAX_AGE is the family's absolute lifetime, not an alias.
+    assert_eq!(c.refresh_token_ttl, Duration::from_secs(604_800));
+    assert_eq!(c.refresh_token_max_age, Duration::from_secs(86_400));
+    let c = ok(&[]);
+    assert_eq!(c.refresh_token_max_age, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.oauth.refresh_reuse_grace, Duration::ZERO, "a rotated token presented again is a replay");
+    let c = ok(&[("REFRESH_TOKEN_EXPIRY", "90d")]);
+    assert_eq!(c.refresh_token_max_age, Duration::from_secs(90 * 86_400));
     // The guide sets both to the same value.
     let c = ok(&[
         ("ACCESS_TOKEN_EXPIRY", "15m"),
@@ -154,10 +161,8 @@ fn token_lifetime_aliases() {
         message.contains("ACCESS_TOKEN_MAX_AGE") && message.contains("15m") && message.contains("10m"),
         "{message}"
     );
-    assert_one_error_naming(
-        &[("REFRESH_TOKEN_EXPIRY", "7d"), ("REFRESH_TOKEN_MAX_AGE", "3600")],
-        "REFRESH_TOKEN_EXPIRY",
-    );
+    let c = ok(&[("REFRESH_TOKEN_EXPIRY", "7d"), ("REFRESH_TOKEN_MAX_AGE", "3600")]);
+    assert_eq!(c.refresh_token_max_age, Duration::from_secs(3600));
 }
 
 #[test]
@@ -633,7 +638,7 @@ fn sign_in_variables() {
 #[test]
 fn oauth_variables() {
     let c = ok(&[]);
-    assert_eq!(c.oauth.refresh_reuse_grace, Duration::from_secs(10));
+    assert_eq!(c.oauth.refresh_reuse_grace, Duration::ZERO);
     assert_eq!(c.oauth.authorization_code_ttl, Duration::from_secs(600));
     assert!(c.oauth.require_pkce && c.oauth.allow_refresh_token);
     assert_eq!(ok(&[("TRUXE_REFRESH_REUSE_GRACE", "0")]).oauth.refresh_reuse_grace, Duration::ZERO);

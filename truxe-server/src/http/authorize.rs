@@ -2,7 +2,7 @@
 //! submission. Parameters come from the query (GET) or the form body (POST); a POST carrying
 //! `decision=allow|deny` is the consent form, a new authorization request re-validated in full.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
@@ -37,7 +37,7 @@ pub async fn authorize_get(req: HttpRequest, state: web::Data<AppState>) -> Http
 }
 
 pub async fn authorize_post(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let body = match read_body(&req, payload).await {
+    let body = match pages::read_body(&req, payload).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -108,36 +108,6 @@ impl Params {
     }
 }
 
-/// A form body: `application/x-www-form-urlencoded`, at most [`pages::MAX_FORM_BYTES`].
-async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, HttpResponse> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(error_page(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported form",
-            "The authorization endpoint only accepts forms (application/x-www-form-urlencoded).",
-        ));
-    }
-    let too_large = || {
-        error_page(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The form sent was larger than this page accepts.")
-    };
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > pages::MAX_FORM_BYTES as u64) {
-        return Err(too_large());
-    }
-    match payload.to_bytes_limited(pages::MAX_FORM_BYTES).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => Err(error_page(StatusCode::BAD_REQUEST, "Invalid request", "The form could not be read.")),
-        Err(_) => Err(too_large()),
-    }
-}
-
-fn storage_failure(error: &impl std::fmt::Display) -> HttpResponse {
-    tracing::error!(%error, "storage failure at the authorization endpoint");
-    pages::unavailable()
-}
-
 fn invalid_request_page(message: &str) -> HttpResponse {
     error_page(StatusCode::BAD_REQUEST, "Invalid request", message)
 }
@@ -157,7 +127,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
     let client_id = authorize::client_id(&params.form).unwrap_or_default().to_string();
     let client = match store::run(&state.pool, move |conn| clients::find(conn, &client_id)).await {
         Ok(client) => client,
-        Err(error) => return storage_failure(&error),
+        Err(error) => return pages::storage_failure(&error),
     };
     let scopes_supported = state.config.scopes_supported();
     let policy = Policy { require_pkce: state.config.oauth.require_pkce, scopes_supported: &scopes_supported };
@@ -194,7 +164,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
             let (user_id, client_id) = (auth.user_id.clone(), client.client_id.clone());
             match store::run(&state.pool, move |conn| service::stored_consent(conn, &user_id, &client_id)).await {
                 Ok(stored) => stored,
-                Err(error) => return storage_failure(&error),
+                Err(error) => return pages::storage_failure(&error),
             }
         }
         None => None,
@@ -246,7 +216,7 @@ async fn allow(
     })
     .await;
     if let Err(error) = granted {
-        return storage_failure(&error);
+        return pages::storage_failure(&error);
     }
     issue(req, state, request, auth, scope).await
 }
@@ -268,7 +238,7 @@ async fn issue(
     .await;
     let code = match code {
         Ok(code) => code,
-        Err(error) => return storage_failure(&error),
+        Err(error) => return pages::storage_failure(&error),
     };
     tracing::info!(client_id = %request.client_id, user_id = %auth.user_id, scope = %scope, "authorization code issued");
     let mut params = vec![("code", code.secret().as_str())];

@@ -2,6 +2,7 @@
 
 mod admin;
 mod authorize;
+pub mod body;
 mod consents;
 pub mod csrf;
 mod discovery;

@@ -10,7 +10,7 @@ use crate::oauth::form::Form;
 
 /// Page forms carry an email address, a code, a token and a return path: a few hundred bytes.
 /// Anything beyond this is refused unread.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+pub const MAX_FORM_BYTES: usize = super::body::FORM_LIMIT;
 
 /// Every HTML response's policy: no scripts, no external assets except images over https (client
 /// logos) and `data:` images, never framed. There is deliberately no `form-action`: Chromium
@@ -100,11 +100,15 @@ pub fn csrf_failure() -> HttpResponse {
 
 /// The page for an unexpected failure (database down …); the cause is logged by the caller.
 pub fn unavailable() -> HttpResponse {
-    error_page(
+    let mut response = error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Temporarily unavailable",
         "The service cannot complete this request right now. Please try again in a moment.",
-    )
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static(super::error::RETRY_AFTER_SECS));
+    response
 }
 
 /// `303 See Other` (after a form post the browser follows with a GET), never cached.
@@ -139,28 +143,39 @@ pub async fn read_csrf_form(
 /// A page form body: `application/x-www-form-urlencoded`, at most [`MAX_FORM_BYTES`], valid UTF-8,
 /// every field at most once. Anything else is answered with an error page.
 pub async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<Form, HttpResponse> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(error_page(
+    let body = read_body(req, payload).await?;
+    Form::parse(&body).map_err(|_| bad_form())
+}
+
+/// The raw body of a page form, read with [`super::body::read`]; failures are error pages.
+pub async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, HttpResponse> {
+    use super::body::{self, BodyError};
+    body::read(req, payload, body::FORM, MAX_FORM_BYTES).await.map_err(|error| match error {
+        BodyError::UnsupportedType(_) => error_page(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported form",
             "This page only accepts forms sent by a browser (application/x-www-form-urlencoded).",
-        ));
+        ),
+        BodyError::TooLarge { .. } => error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            "The form sent was larger than this page accepts.",
+        ),
+        BodyError::Unreadable => bad_form(),
+    })
+}
+
+/// A storage failure on a page: the classification of [`crate::http::error::storage_failure`]
+/// as a page (503 when worth a retry, 500 otherwise), logged once there.
+pub fn storage_failure(error: &crate::store::StoreError) -> HttpResponse {
+    match super::error::storage_failure(error).code {
+        crate::oauth::ErrorCode::TemporarilyUnavailable => unavailable(),
+        _ => error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "The service could not complete this request. The error was logged.",
+        ),
     }
-    let too_large = || {
-        error_page(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The form sent was larger than this page accepts.")
-    };
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_FORM_BYTES as u64) {
-        return Err(too_large());
-    }
-    let body = match payload.to_bytes_limited(MAX_FORM_BYTES).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(bad_form()),
-        Err(_) => return Err(too_large()),
-    };
-    Form::parse(&body).map_err(|_| bad_form())
 }
 
 /// The query string read with the same rules as a form (repeated parameters are refused).

@@ -5,29 +5,25 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::error::oauth_error_response;
-use super::token::{Call, basic_attempted, client_credentials, read_form};
+use super::token::{Call, client_credentials, read_form};
 use crate::oauth::OAuthError;
-use crate::service::grants;
-use crate::service::tokens::{self, Revocation};
+use crate::service::token::{self, Revocation, revoke as service};
 
 pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let basic = basic_attempted(&req);
     match handle(&req, &state, payload).await {
         // RFC 7009 §2.2: 200 whether or not there was anything to revoke.
         Ok(_) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).finish(),
-        Err(error) => oauth_error_response(&error, basic),
+        Err(error) => oauth_error_response(&error),
     }
 }
 
 async fn handle(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<Revocation, OAuthError> {
     let form = read_form(req, payload).await?;
     let credentials = client_credentials(req, &form)?;
-    // `token_type_hint` is only a hint (RFC 7009 §2.1): it decides which type is tried first,
-    // every type we issue is tried, and an unknown hint does not make a token unrevocable. A
-    // refresh token revokes its whole grant.
+    // `token_type_hint` is only a hint (RFC 7009 §2.1): every type we issue is tried, and an
+    // unknown hint does not make a token unrevocable. A refresh token revokes its whole grant.
     let token = form.require("token")?.to_string();
-    let hint = form.get("token_type_hint").map(str::to_string);
-    tokens::precheck(&credentials)?;
+    token::precheck(&credentials)?;
     let call = Call::new(req, state)?;
-    call.run(state, move |conn, ctx| grants::revoke(conn, ctx, &credentials, &token, hint.as_deref())).await
+    call.run(state, move |conn, ctx| service::revoke(conn, ctx, &credentials, &token)).await
 }

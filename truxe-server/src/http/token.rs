@@ -1,5 +1,6 @@
-//! `POST /oauth-provider/token`, and the request handling it shares with introspection and
-//! revocation: a bounded form body, client credentials, and one blocking task for the use case.
+//! `POST /oauth-provider/token`, and the request handling the token endpoint family shares
+//! (introspection, revocation, userinfo): a bounded form body, client credentials, and one
+//! blocking task for the use case with its [`Context`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use super::body::{self, BodyError};
 use super::error::{oauth_error_response, storage_failure};
 use super::request_meta::RequestMeta;
 use crate::audit::AuditLog;
@@ -18,44 +20,32 @@ use crate::jwt::TokenKeys;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::{self, ClientCredentials};
 use crate::oauth::form::Form;
-use crate::service::tokens::{self, Context, TokenError, TokenRequest};
+use crate::service::token::{self, Context, TokenError, TokenRequest, client_credentials};
 use crate::store::{self, AnyConnection, StoreError};
 
-/// OAuth requests are a few hundred bytes; anything beyond this is refused unread.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
 pub async fn token(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
-    let basic = basic_attempted(&req);
     match issue(&req, &state, payload).await {
         Ok(response) => no_store_json(&response),
-        Err(error) => oauth_error_response(&error, basic),
+        Err(error) => oauth_error_response(&error),
     }
 }
 
-async fn issue(
-    req: &HttpRequest,
-    state: &AppState,
-    payload: web::Payload,
-) -> Result<tokens::TokenResponse, OAuthError> {
+async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<token::TokenResponse, OAuthError> {
     let form = read_form(req, payload).await?;
     let credentials = client_credentials(req, &form)?;
     let request = TokenRequest::parse(&form)?;
-    tokens::precheck(&credentials)?;
+    token::precheck(&credentials)?;
     let call = Call::new(req, state)?;
     match request {
         // The hot path of machine clients: no connection is taken unless the client is not cached.
         TokenRequest::ClientCredentials { scope, resource } => {
             call.run_without_connection(move |ctx| {
-                tokens::issue_client_credentials(ctx, &credentials, scope.as_deref(), resource.as_deref())
+                client_credentials::issue(ctx, &credentials, scope.as_deref(), resource.as_deref())
             })
             .await
         }
-        request => call.run(state, move |conn, ctx| tokens::issue(conn, ctx, &credentials, &request)).await,
+        request => call.run(state, move |conn, ctx| token::issue(conn, ctx, &credentials, &request)).await,
     }
-}
-
-pub(super) fn basic_attempted(req: &HttpRequest) -> bool {
-    client_auth::basic_attempted(authorization(req))
 }
 
 fn authorization(req: &HttpRequest) -> Option<&str> {
@@ -69,26 +59,15 @@ pub(super) fn client_credentials(req: &HttpRequest, form: &Form) -> Result<Clien
 }
 
 /// The body of an OAuth endpoint: `application/x-www-form-urlencoded` (RFC 6749 §3.2), at most
-/// [`MAX_BODY_BYTES`], every parameter at most once.
+/// [`body::OAUTH_LIMIT`], every parameter at most once.
 pub(super) async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<Form, OAuthError> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"));
-    }
-    let too_large = || OAuthError::invalid_request(format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) => {
-            return Err(OAuthError::invalid_request(format!("the request body could not be read: {error}")));
+    match body::read(req, payload, body::FORM, body::OAUTH_LIMIT).await {
+        Ok(body) => Form::parse(&body),
+        Err(BodyError::UnsupportedType(_)) => {
+            Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"))
         }
-        Err(_) => return Err(too_large()),
-    };
-    Form::parse(&body)
+        Err(error) => Err(OAuthError::invalid_request(error.to_string())),
+    }
 }
 
 /// What a use case needs, owned, so that it can move to a blocking thread.

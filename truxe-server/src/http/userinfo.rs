@@ -6,14 +6,11 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::token::no_store_json;
-use crate::jwt::TokenKeys;
+use super::body;
+use super::error::oauth_error_response;
+use super::token::{Call, no_store_json};
 use crate::oauth::form::Form;
-use crate::service::grants::{self, UserInfoError};
-use crate::store;
-
-/// A userinfo request body is one token; anything beyond this is refused unread.
-const MAX_BODY_BYTES: usize = 16 * 1024;
+use crate::service::token::userinfo::{self as service, UserInfoError};
 
 /// Why a request is refused, in RFC 6750 §3.1 terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +75,7 @@ pub async fn userinfo_get(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     match header_token(&req) {
         None => challenge(&Refusal::NoToken),
         Some(Err(refusal)) => challenge(&refusal),
-        Some(Ok(token)) => answer(&state, token).await,
+        Some(Ok(token)) => answer(&req, &state, token).await,
     }
 }
 
@@ -87,15 +84,10 @@ pub async fn userinfo_post(req: HttpRequest, state: web::Data<AppState>, payload
         return challenge(&Refusal::InvalidRequest("send the access token in the Authorization header, not the URL"));
     }
     let from_header = header_token(&req);
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let is_form = content_type
-        .split(';')
-        .next()
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    let from_body = if is_form {
-        let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) | Err(_) => return challenge(&Refusal::InvalidRequest("the request body could not be read")),
+    let from_body = if body::has_content_type(&req, body::FORM) {
+        let body = match body::read_any(&req, payload, body::OAUTH_LIMIT).await {
+            Ok(body) => body,
+            Err(_) => return challenge(&Refusal::InvalidRequest("the request body could not be read")),
         };
         match Form::parse(&body) {
             Ok(form) => form.get("access_token").map(str::to_string),
@@ -112,31 +104,27 @@ pub async fn userinfo_post(req: HttpRequest, state: web::Data<AppState>, payload
         (Some(Ok(token)), None) | (None, Some(token)) => token,
         (None, None) => return challenge(&Refusal::NoToken),
     };
-    answer(&state, token).await
+    answer(&req, &state, token).await
 }
 
-async fn answer(state: &AppState, token: String) -> HttpResponse {
-    let keys = match TokenKeys::shared(&state.signing_key) {
-        Ok(keys) => keys,
-        Err(error) => {
-            tracing::error!(%error, "the signing key cannot be used for JWTs");
-            return HttpResponse::InternalServerError().insert_header((header::CACHE_CONTROL, "no-store")).finish();
-        }
+async fn answer(req: &HttpRequest, state: &AppState, token: String) -> HttpResponse {
+    let call = match Call::new(req, state) {
+        Ok(call) => call,
+        Err(error) => return oauth_error_response(&error),
     };
-    let issuer = state.config.issuer.clone();
-    let now = store::unix_now();
-    let result = store::run(&state.pool, move |conn| Ok(grants::userinfo(conn, &keys, &issuer, &token, now))).await;
+    let result = call
+        .run(state, move |conn, ctx| match service::userinfo(conn, ctx, &token) {
+            Err(UserInfoError::Store(error)) => Err(error.into()),
+            other => Ok(other),
+        })
+        .await;
     match result {
         Ok(Ok(claims)) => no_store_json(&claims),
         Ok(Err(UserInfoError::InvalidToken(description))) => challenge(&Refusal::InvalidToken(description)),
         Ok(Err(UserInfoError::InsufficientScope)) => challenge(&Refusal::InsufficientScope),
-        Ok(Err(UserInfoError::Store(error))) | Err(error) => {
-            tracing::error!(%error, "storage failure at userinfo");
-            HttpResponse::ServiceUnavailable()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .insert_header((header::RETRY_AFTER, "5"))
-                .finish()
-        }
+        // Storage failures come back as the OAuth error `Call` classified them into.
+        Ok(Err(UserInfoError::Store(error))) => oauth_error_response(&crate::http::error::storage_failure(&error)),
+        Err(error) => oauth_error_response(&error),
     }
 }
 

@@ -12,6 +12,66 @@ use crate::model::client::{Client, GrantType};
 /// Largest accepted value of any single parameter; real ones are far shorter.
 pub const MAX_PARAM_LEN: usize = 2048;
 
+/// Parameters whose values are stored or echoed verbatim and that RFC 6749 (Appendix A.5,
+/// `state` = 1*VSCHAR) or practice keeps to visible ASCII: anything else is refused.
+const VSCHAR_PARAMS: [&str; 3] = ["state", "nonce", "code_challenge"];
+
+/// Whether `value` is printable text of bounded length: at most [`MAX_PARAM_LEN`] bytes, no
+/// control characters, and for `vschar_only` nothing outside %x20-7E.
+pub fn is_printable_param(value: &str, vschar_only: bool) -> bool {
+    value.len() <= MAX_PARAM_LEN
+        && if vschar_only {
+            value.bytes().all(|b| (0x20..=0x7E).contains(&b))
+        } else {
+            !value.chars().any(char::is_control)
+        }
+}
+
+/// Every parameter of a request that is stored or echoed, checked at once: `Err` names the
+/// first that is not printable text of bounded length.
+pub fn check_params(params: &Form) -> Result<(), OAuthError> {
+    for (name, value) in params.iter() {
+        if !is_printable_param(name, true) || name.len() > 64 {
+            return Err(OAuthError::invalid_request("a parameter name is not printable ASCII of at most 64 bytes"));
+        }
+        if !is_printable_param(value, VSCHAR_PARAMS.contains(&name)) {
+            let why = if value.len() > MAX_PARAM_LEN { "is too long" } else { "holds characters that are not allowed" };
+            return Err(OAuthError::invalid_request(format!("{name} {why}")));
+        }
+    }
+    Ok(())
+}
+
+fn is_loopback_ip(url: &Url) -> bool {
+    matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+}
+
+/// Whether a presented `redirect_uri` matches a registered one: as exact strings, except that
+/// for an `http` loopback IP literal (`127.0.0.1`, `[::1]`) any port is allowed (RFC 8252 §7.3,
+/// OAuth 2.1 §4.1.1; native apps listen on an ephemeral port). `localhost` is not an IP literal
+/// and matches only exactly.
+pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    let (Ok(mut registered), Ok(mut presented_url)) = (Url::parse(registered), Url::parse(presented)) else {
+        return false;
+    };
+    // Only a presented URI already in its canonical form, so that nothing but the port differs.
+    if presented_url.as_str() != presented
+        || registered.scheme() != "http"
+        || !is_loopback_ip(&registered)
+        || !is_loopback_ip(&presented_url)
+    {
+        return false;
+    }
+    let (Ok(()), Ok(())) = (registered.set_port(None), presented_url.set_port(None)) else {
+        return false;
+    };
+    registered == presented_url
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Prompt {
     pub none: bool,
@@ -23,6 +83,8 @@ pub struct Prompt {
 pub struct AuthorizationRequest {
     pub client_id: String,
     pub redirect_uri: String,
+    /// Whether the request carried `redirect_uri` (then the token request must, RFC 6749 §4.1.3).
+    pub redirect_uri_given: bool,
     pub scope: ScopeSet,
     pub state: Option<String>,
     pub nonce: Option<String>,
@@ -68,18 +130,25 @@ pub fn validate(
         Some(_) => return Err(AuthorizeError::Page("This application is disabled.".into())),
         None => return Err(AuthorizeError::Page("Unknown application (client_id).".into())),
     };
+    let openid = params.get("scope").is_some_and(|scope| scope.split(' ').any(|s| s == "openid"));
     let redirect_uri = match params.get("redirect_uri") {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_string(),
+        Some(uri) if client.redirect_uris.iter().any(|r| redirect_uri_matches(r, uri)) => uri.to_string(),
         Some(_) => return Err(AuthorizeError::Page("The redirect_uri is not registered for this application.".into())),
+        // OIDC Core §3.1.2.1: always required for OpenID Connect.
+        None if openid => {
+            return Err(AuthorizeError::Page("The redirect_uri parameter is required (OpenID Connect).".into()));
+        }
         // OAuth 2.1 §4.1.1: optional only when the client registered exactly one.
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
         None => return Err(AuthorizeError::Page("The redirect_uri parameter is required.".into())),
     };
-    let state = params.get("state").map(str::to_string);
+    let redirect_uri_given = params.get("redirect_uri").is_some();
+    // A state that is not printable text is not echoed back.
+    let state = params.get("state").filter(|s| is_printable_param(s, true)).map(str::to_string);
     let fail = |error: OAuthError| AuthorizeError::Redirect {
         redirect_uri: redirect_uri.clone(),
         error,
-        state: state.clone().filter(|s| s.len() <= MAX_PARAM_LEN),
+        state: state.clone(),
     };
 
     if !client.allows_grant(GrantType::AuthorizationCode) {
@@ -87,16 +156,12 @@ pub fn validate(
             "this client is not registered for the authorization_code grant",
         )));
     }
-    if state.as_ref().is_some_and(|s| s.len() > MAX_PARAM_LEN) {
-        return Err(fail(OAuthError::invalid_request("state is too long")));
+    check_params(params).map_err(fail)?;
+    if params.get("request").is_some() {
+        return Err(fail(OAuthError::new(ErrorCode::RequestNotSupported, "request objects are not supported")));
     }
-    for name in ["nonce", "login_hint", "scope", "code_challenge", "prompt", "max_age"] {
-        if params.get(name).is_some_and(|v| v.len() > MAX_PARAM_LEN) {
-            return Err(fail(OAuthError::invalid_request(format!("{name} is too long"))));
-        }
-    }
-    if params.get("request").is_some() || params.get("request_uri").is_some() {
-        return Err(fail(OAuthError::new(ErrorCode::InvalidRequest, "request objects are not supported")));
+    if params.get("request_uri").is_some() {
+        return Err(fail(OAuthError::new(ErrorCode::RequestUriNotSupported, "request_uri is not supported")));
     }
     match params.get("response_type") {
         Some("code") => {}
@@ -170,6 +235,7 @@ pub fn validate(
     Ok(AuthorizationRequest {
         client_id: client.client_id.clone(),
         redirect_uri,
+        redirect_uri_given,
         scope,
         state,
         nonce,
@@ -291,7 +357,8 @@ mod tests {
             "https%3A%2F%2FAPP.example%2Fcb",
             "https%3A%2F%2Fapp.example%3A443%2Fcb",
             "https%3A%2F%2Fapp.example%2Fcb%3Fx%3D1",
-            "http%3A%2F%2F127.0.0.1%3A8081%2Fcb",
+            "http%3A%2F%2F127.0.0.1%3A8080%2Fcb%2F",
+            "http%3A%2F%2Flocalhost%3A8080%2Fcb",
             "https%3A%2F%2Fevil.example%2Fcb",
         ] {
             let query = good().replace("https%3A%2F%2Fapp.example%2Fcb", uri);
@@ -322,7 +389,13 @@ mod tests {
             (format!("{}&max_age=-1", good()), ErrorCode::InvalidRequest),
             (format!("{}&max_age=abc", good()), ErrorCode::InvalidRequest),
             (format!("{}&nonce2=x&login_hint={}", good(), "a".repeat(3000)), ErrorCode::InvalidRequest),
-            (format!("{}&request=eyJ", good()), ErrorCode::InvalidRequest),
+            (format!("{}&request=eyJ", good()), ErrorCode::RequestNotSupported),
+            (format!("{}&request_uri=https%3A%2F%2Fapp.example%2Fr", good()), ErrorCode::RequestUriNotSupported),
+            (good().replace("nonce=n1", "nonce=n%00"), ErrorCode::InvalidRequest),
+            (good().replace("nonce=n1", "nonce=%F0%9F%98%80"), ErrorCode::InvalidRequest),
+            (good().replace("nonce=n1", &format!("nonce={}", "n".repeat(10 * 1024))), ErrorCode::InvalidRequest),
+            (format!("{}&login_hint=a%0Ab", good()), ErrorCode::InvalidRequest),
+            (format!("{}&ui_locales=%1B", good()), ErrorCode::InvalidRequest),
         ];
         for (query, code) in cases {
             assert_eq!(redirect_code(run(&query, Some(&c))), code, "{query}");
@@ -338,11 +411,55 @@ mod tests {
     }
 
     #[test]
-    fn single_registered_uri_may_be_omitted() {
+    fn single_registered_uri_may_be_omitted_without_openid() {
         let mut c = client();
         c.redirect_uris.truncate(1);
-        let query = good().replace("redirect_uri=https%3A%2F%2Fapp.example%2Fcb&", "");
-        assert_eq!(run(&query, Some(&c)).expect("valid").redirect_uri, "https://app.example/cb");
+        c.allowed_scopes = ScopeSet::parse("openid email orders:read").expect("scopes");
+        let plain =
+            good().replace("redirect_uri=https%3A%2F%2Fapp.example%2Fcb&", "").replace("openid%20email", "email");
+        let request = run(&plain, Some(&c)).expect("valid");
+        assert_eq!(request.redirect_uri, "https://app.example/cb");
+        assert!(!request.redirect_uri_given);
+        assert!(run(&good(), Some(&c)).expect("valid").redirect_uri_given);
+        // OIDC Core §3.1.2.1: required whenever openid is requested.
+        let oidc = good().replace("redirect_uri=https%3A%2F%2Fapp.example%2Fcb&", "");
+        assert!(matches!(run(&oidc, Some(&c)), Err(AuthorizeError::Page(_))));
+    }
+
+    #[test]
+    fn loopback_redirect_uris_match_on_any_port() {
+        for (registered, presented, matches) in [
+            ("http://127.0.0.1:8080/cb", "http://127.0.0.1:51004/cb", true),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:51004/cb", true),
+            ("http://[::1]:8080/cb", "http://[::1]:1234/cb", true),
+            ("http://127.0.0.1:8080/cb", "http://127.0.0.1:51004/cb/", false),
+            ("http://127.0.0.1:8080/cb", "http://127.0.0.1:51004/cb?x=1", false),
+            ("http://127.0.0.1:8080/cb", "http://127.0.0.2:8080/cb", false),
+            ("http://localhost:8080/cb", "http://localhost:1234/cb", false),
+            ("https://app.example:8443/cb", "https://app.example:9443/cb", false),
+            ("https://127.0.0.1:8443/cb", "https://127.0.0.1:9443/cb", false),
+            ("http://127.0.0.1:8080/cb", "http://127.0.0.1:51004/a/../cb", false),
+        ] {
+            assert_eq!(redirect_uri_matches(registered, presented), matches, "{registered} vs {presented}");
+        }
+        let c = client();
+        let query = good().replace("https%3A%2F%2Fapp.example%2Fcb", "http%3A%2F%2F127.0.0.1%3A51004%2Fcb");
+        match run(&query, Some(&c)) {
+            Ok(request) => assert_eq!(request.redirect_uri, "http://127.0.0.1:51004/cb"),
+            other => panic!("expected a valid request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_state_that_is_not_printable_is_not_echoed() {
+        let c = client();
+        match run(&good().replace("state=xyz", "state=a%00b"), Some(&c)) {
+            Err(AuthorizeError::Redirect { error, state, .. }) => {
+                assert_eq!(error.code, ErrorCode::InvalidRequest);
+                assert_eq!(state, None);
+            }
+            other => panic!("expected a redirect error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub enum ErrorCode {
     InteractionRequired,
     ServerError,
     TemporarilyUnavailable,
+    /// OIDC Core §3.1.2.6: a `request` object was sent; we support none.
+    RequestNotSupported,
+    /// OIDC Core §3.1.2.6: a `request_uri` was sent; we support none.
+    RequestUriNotSupported,
 }
 
 impl ErrorCode {
@@ -40,6 +44,8 @@ impl ErrorCode {
             ErrorCode::InteractionRequired => "interaction_required",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 }
@@ -50,9 +56,22 @@ pub struct OAuthError {
     pub description: String,
 }
 
+/// `error_description` is limited to %x20-21 / %x23-5B / %x5D-7E (RFC 6749 §4.1.2.1, §5.2):
+/// anything else (quotes, backslashes, control characters, non-ASCII from a request echoed in
+/// a message) becomes `?`, so that no description can break a header, a URL or a JSON reader.
+pub fn sanitize_description(description: &str) -> String {
+    description
+        .chars()
+        .map(|c| match c {
+            '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into() }
+        Self { code, description: sanitize_description(&description.into()) }
     }
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, description)
@@ -90,3 +109,16 @@ impl fmt::Display for OAuthError {
 }
 
 impl std::error::Error for OAuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_keep_to_the_rfc_character_set() {
+        let error = OAuthError::invalid_request("nonce \"a\\b\u{0}\n\u{1F600}\" is bad");
+        assert_eq!(error.description, "nonce ?a?b???? is bad");
+        assert!(error.description.bytes().all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)));
+        assert_eq!(OAuthError::invalid_grant("plain text: ok (1-2)").description, "plain text: ok (1-2)");
+    }
+}

@@ -28,6 +28,11 @@ impl Form {
         self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
+    /// Every parameter as sent (empty values included).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is required")))
     }

@@ -69,6 +69,10 @@ impl ScopeSet {
     pub fn difference(&self, other: &ScopeSet) -> Vec<String> {
         self.0.difference(&other.0).cloned().collect()
     }
+    /// The members of both.
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.intersection(&other.0).cloned().collect())
+    }
     pub fn without(&self, remove: &[&str]) -> ScopeSet {
         ScopeSet(self.0.iter().filter(|s| !remove.contains(&s.as_str())).cloned().collect())
     }
@@ -117,5 +121,6 @@ mod tests {
         assert!(ScopeSet::parse("a c").expect("valid").is_subset(&client));
         assert!(!ScopeSet::parse("a d").expect("valid").is_subset(&client));
         assert_eq!(ScopeSet::parse("a d").expect("valid").difference(&client), vec!["d".to_string()]);
+        assert_eq!(ScopeSet::parse("a d").expect("valid").intersection(&client).to_string(), "a");
     }
 }

@@ -248,6 +248,7 @@ pub fn issue_code(
         expires_at: now.saturating_add(ttl_secs.max(1)),
         consumed_at: None,
         grant_id: None,
+        redirect_uri_given: request.redirect_uri_given,
     };
     conn.transaction(|conn| {
         grant_store::insert_code(conn, &row)?;
@@ -284,6 +285,7 @@ mod tests {
         AuthorizationRequest {
             client_id: "cl_app".into(),
             redirect_uri: "https://app.example/cb".into(),
+            redirect_uri_given: true,
             scope: ScopeSet::parse(scope).expect("scope"),
             state: Some("s".into()),
             nonce: Some("n".into()),

@@ -3,9 +3,8 @@
 pub mod authorize;
 pub mod clients;
 pub mod consents;
-pub mod grants;
 pub mod mfa;
 pub mod sessions;
 pub mod sign_in;
-pub mod tokens;
+pub mod token;
 pub mod users;

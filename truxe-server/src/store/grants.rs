@@ -1,14 +1,11 @@
-//! Authorization codes, grants and refresh tokens (`oauth_authorization_codes`, `oauth_grants`,
-//! `oauth_tokens` rows of type `refresh_token`). Codes and refresh tokens are stored only as the
-//! hex SHA-256 of their value; single use and rotation are one conditional `UPDATE` each.
+//! Authorization codes and grants (`oauth_authorization_codes`, `oauth_grants`). Codes are
+//! stored only as the hex SHA-256 of their value; single use is one conditional `UPDATE`. The
+//! tokens of a grant live in `store::tokens`.
 
 use diesel::prelude::*;
 
 use super::schema::{oauth_authorization_codes as codes, oauth_grants as grants, oauth_tokens as tokens};
 use super::{AnyConnection, StoreError};
-
-/// `oauth_tokens.token_type` of a refresh token.
-pub const REFRESH_TOKEN: &str = "refresh_token";
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = codes)]
@@ -29,6 +26,8 @@ pub struct AuthorizationCode {
     pub consumed_at: Option<i64>,
     /// The grant the code's redemption created.
     pub grant_id: Option<String>,
+    /// Whether the authorization request carried `redirect_uri` (then the token request must).
+    pub redirect_uri_given: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -42,25 +41,6 @@ pub struct Grant {
     pub amr: Option<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
-}
-
-/// An `oauth_tokens` row of type `refresh_token`.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = tokens)]
-pub struct RefreshToken {
-    pub jti: String,
-    pub token_type: String,
-    pub token_hash: Option<String>,
-    pub grant_id: Option<String>,
-    pub client_id: String,
-    pub user_id: Option<String>,
-    pub scope: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub rotated_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    /// The `jti` of the refresh token that replaced this one when it was rotated (or retried).
-    pub replaced_by: Option<String>,
 }
 
 // ---- codes -----------------------------------------------------------------------------------
@@ -88,7 +68,6 @@ pub fn consume_code(conn: &mut AnyConnection, code_hash: &str, grant_id: &str, n
     Ok(updated == 1)
 }
 
-/// Removes codes that expired before `before` (housekeeping).
 /// Marks every unredeemed code of `user_id` for `client_id` as used, so that none can be
 /// exchanged after the user withdrew consent. Returns how many.
 pub fn void_open_codes(
@@ -107,6 +86,7 @@ pub fn void_open_codes(
     .execute(conn)?)
 }
 
+/// Removes codes that expired before `before` (housekeeping).
 pub fn delete_expired_codes(conn: &mut AnyConnection, before: i64) -> Result<usize, StoreError> {
     Ok(diesel::delete(codes::table.filter(codes::expires_at.lt(before))).execute(conn)?)
 }
@@ -120,13 +100,6 @@ pub fn insert_grant(conn: &mut AnyConnection, grant: &Grant) -> Result<(), Store
 
 pub fn find_grant(conn: &mut AnyConnection, grant_id: &str) -> Result<Option<Grant>, StoreError> {
     Ok(grants::table.filter(grants::grant_id.eq(grant_id)).select(Grant::as_select()).first(conn).optional()?)
-}
-
-/// Whether the grant exists and is not revoked (a deleted user or client deletes its grants).
-pub fn grant_is_active(conn: &mut AnyConnection, grant_id: &str) -> Result<bool, StoreError> {
-    let revoked_at: Option<Option<i64>> =
-        grants::table.filter(grants::grant_id.eq(grant_id)).select(grants::revoked_at).first(conn).optional()?;
-    Ok(matches!(revoked_at, Some(None)))
 }
 
 /// Revokes a grant and every token of it; `false` when it was already revoked or is unknown.
@@ -149,71 +122,4 @@ pub fn live_grant_ids(conn: &mut AnyConnection, user_id: &str, client_id: &str) 
         .filter(grants::revoked_at.is_null())
         .select(grants::grant_id)
         .load(conn)?)
-}
-
-// ---- refresh tokens --------------------------------------------------------------------------
-
-pub fn insert_refresh_token(conn: &mut AnyConnection, token: &RefreshToken) -> Result<(), StoreError> {
-    diesel::insert_into(tokens::table).values(token).execute(conn)?;
-    Ok(())
-}
-
-pub fn find_refresh_token(conn: &mut AnyConnection, token_hash: &str) -> Result<Option<RefreshToken>, StoreError> {
-    Ok(tokens::table
-        .filter(tokens::token_hash.eq(token_hash))
-        .filter(tokens::token_type.eq(REFRESH_TOKEN))
-        .select(RefreshToken::as_select())
-        .first(conn)
-        .optional()?)
-}
-
-/// Marks a live refresh token rotated and replaced by `successor`; `false` when it was rotated
-/// or revoked already (exactly one of concurrent callers gets `true`).
-pub fn rotate_refresh_token(
-    conn: &mut AnyConnection,
-    jti: &str,
-    successor: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let updated = diesel::update(
-        tokens::table
-            .filter(tokens::jti.eq(jti))
-            .filter(tokens::rotated_at.is_null())
-            .filter(tokens::revoked_at.is_null()),
-    )
-    .set((tokens::rotated_at.eq(now), tokens::replaced_by.eq(successor)))
-    .execute(conn)?;
-    Ok(updated == 1)
-}
-
-/// Revokes the refresh token `successor` if it is still live (neither rotated nor revoked);
-/// `false` when it was not (exactly one of concurrent callers gets `true`).
-pub fn revoke_live_refresh_token(conn: &mut AnyConnection, successor: &str, now: i64) -> Result<bool, StoreError> {
-    let updated = diesel::update(
-        tokens::table
-            .filter(tokens::jti.eq(successor))
-            .filter(tokens::token_type.eq(REFRESH_TOKEN))
-            .filter(tokens::rotated_at.is_null())
-            .filter(tokens::revoked_at.is_null()),
-    )
-    .set(tokens::revoked_at.eq(now))
-    .execute(conn)?;
-    Ok(updated == 1)
-}
-
-/// Records `successor` as the refresh token that now replaces the rotated token `jti`.
-pub fn set_refresh_successor(conn: &mut AnyConnection, jti: &str, successor: &str) -> Result<(), StoreError> {
-    diesel::update(tokens::table.filter(tokens::jti.eq(jti))).set(tokens::replaced_by.eq(successor)).execute(conn)?;
-    Ok(())
-}
-
-/// Whether an access token's `jti` was revoked (RFC 7009 stores revoked access tokens).
-pub fn access_token_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool, StoreError> {
-    let revoked_at: Option<Option<i64>> = tokens::table
-        .filter(tokens::jti.eq(jti))
-        .filter(tokens::token_type.eq("access_token"))
-        .select(tokens::revoked_at)
-        .first(conn)
-        .optional()?;
-    Ok(revoked_at.flatten().is_some())
 }

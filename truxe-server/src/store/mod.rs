@@ -12,6 +12,7 @@ pub mod schema;
 pub mod server_secrets;
 pub mod sessions;
 pub mod signing_keys;
+pub mod tokens;
 pub mod users;
 
 use std::path::{Path, PathBuf};
@@ -75,12 +76,51 @@ pub enum StoreError {
     Cancelled,
 }
 
+/// What a storage failure means to the one asking: the one classification every layer uses to
+/// answer (`http::error` turns it into 503 or 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database cannot be reached or has no room (pool exhausted or timed out, connection
+    /// lost, disk full): worth a retry later.
+    Unavailable,
+    /// SQLite's lock was held past the busy timeout by another writer: worth a retry soon.
+    Busy,
+    /// A query failed or stored data is inconsistent: a defect, not the client's to retry.
+    Internal,
+}
+
 impl StoreError {
+    pub fn failure(&self) -> Failure {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Pool(_) | StoreError::Unreachable { .. } | StoreError::Cancelled => Failure::Unavailable,
+            StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _))
+            | StoreError::Query(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _))
+            | StoreError::Query(Error::BrokenTransactionManager) => Failure::Unavailable,
+            StoreError::Query(Error::DatabaseError(_, info)) => {
+                let message = info.message();
+                if message.contains("database is locked") || message.contains("database is busy") {
+                    Failure::Busy
+                } else if message.contains("database or disk is full")
+                    || message.contains("No space left on device")
+                    || message.contains("terminating connection")
+                    || message.contains("server closed the connection")
+                    || message.contains("the database system is")
+                {
+                    Failure::Unavailable
+                } else {
+                    Failure::Internal
+                }
+            }
+            StoreError::Query(_) | StoreError::Directory { .. } | StoreError::Migration(_) | StoreError::Corrupt(_) => {
+                Failure::Internal
+            }
+        }
+    }
+
     /// SQLite's "database is locked": another writer held the lock past the busy timeout.
-    /// Worth a retry by the client, not an internal error.
     pub fn is_busy(&self) -> bool {
-        matches!(self, StoreError::Query(diesel::result::Error::DatabaseError(_, info))
-            if info.message().contains("database is locked") || info.message().contains("database is busy"))
+        self.failure() == Failure::Busy
     }
 }
 

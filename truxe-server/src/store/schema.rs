@@ -104,6 +104,7 @@ diesel::table! {
         expires_at -> BigInt,
         consumed_at -> Nullable<BigInt>,
         grant_id -> Nullable<Text>,
+        redirect_uri_given -> Bool,
     }
 }
 

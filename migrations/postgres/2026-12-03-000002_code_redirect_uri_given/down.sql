@@ -1,0 +1,1 @@
+ALTER TABLE oauth_authorization_codes DROP COLUMN redirect_uri_given;
