@@ -8,13 +8,13 @@ use serde_json::json;
 use truxe_server::store::schema::sessions;
 use truxe_server::store::unix_now;
 
-use crate::code_flow::{
+use crate::on_both_backends;
+use crate::support::Backend;
+use crate::support::flow::{
     Agent, CALLBACK, VERIFIER, authorize_code, create_user, exchange, flow_server, path_of, pool, request_params, spa,
     web_app,
 };
-use crate::on_both_backends;
-use crate::support::Backend;
-use crate::tokens::{form, register};
+use crate::support::oauth::{form, register};
 
 on_both_backends! {
     async fn authorize_untrusted_redirects_get_error_pages(backend: Backend) {
@@ -84,7 +84,7 @@ async fn error_pages_on(backend: Backend) {
     let patched = server
         .client
         .patch(server.url(&format!("/oauth-provider/clients/{}", suspended.client_id)))
-        .bearer_auth(crate::tokens::ADMIN_TOKEN)
+        .bearer_auth(crate::support::oauth::ADMIN_TOKEN)
         .json(&json!({ "status": "suspended" }))
         .send()
         .await

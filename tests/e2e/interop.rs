@@ -8,8 +8,8 @@ use oauth2::{
 };
 
 use crate::on_both_backends;
+use crate::support::oauth::{ISSUER, jwks, machine_client, token_server, verify_with_jwks};
 use crate::support::{Backend, TestServer, test_key};
-use crate::tokens::{ISSUER, jwks, machine_client, token_server, verify_with_jwks};
 
 /// The server's endpoints as its discovery document names them (the test issuer is a fixed
 /// URL, so its paths are mapped onto the test server's port).

@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod browser;
 pub mod callback;
+pub mod flow;
+pub mod oauth;
 pub mod process;
 pub mod smtp;
 
