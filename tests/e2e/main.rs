@@ -14,6 +14,7 @@ mod login;
 mod mail;
 mod mfa;
 mod oidc_interop;
+mod refresh_reuse;
 mod startup_errors;
 mod tokens;
 mod users;
