@@ -16,5 +16,6 @@ mod mfa;
 mod oidc_interop;
 mod refresh_reuse;
 mod startup_errors;
+mod token_rules;
 mod tokens;
 mod users;

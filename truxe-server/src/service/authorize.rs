@@ -101,12 +101,12 @@ pub fn decide(
 /// user has just signed in they are satisfied, and keeping them would send the browser back
 /// to sign-in forever.
 pub fn canonical_params(request: &AuthorizationRequest) -> Vec<(&'static str, String)> {
-    let mut params = vec![
-        ("response_type", "code".to_string()),
-        ("client_id", request.client_id.clone()),
-        ("redirect_uri", request.redirect_uri.clone()),
-        ("scope", request.scope.to_string()),
-    ];
+    let mut params = vec![("response_type", "code".to_string()), ("client_id", request.client_id.clone())];
+    // Only when the request carried it: the token request must then repeat it (RFC 6749 §4.1.3).
+    if request.redirect_uri_given {
+        params.push(("redirect_uri", request.redirect_uri.clone()));
+    }
+    params.push(("scope", request.scope.to_string()));
     let optional = [
         ("state", request.state.as_ref()),
         ("nonce", request.nonce.as_ref()),
