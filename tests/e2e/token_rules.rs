@@ -13,6 +13,9 @@ use crate::support::oauth::*;
 
 const CHALLENGE: &str = "Basic realm=\"truxe\", charset=\"UTF-8\"";
 
+/// What a case is, its Authorization header, and its form fields.
+type Case<'a> = (&'a str, Option<String>, Vec<(&'a str, &'a str)>);
+
 on_both_backends! {
     async fn every_401_carries_a_challenge(backend: Backend) {
         challenges_on(backend).await;
@@ -35,7 +38,7 @@ async fn challenges_on(backend: Backend) {
     let unknown = "cl_AAAAAAAAAAAAAAAAAAAAAA";
     for endpoint in ["/oauth-provider/token", "/oauth-provider/introspect", "/oauth-provider/revoke"] {
         let grant = [("grant_type", "client_credentials"), ("token", "x.y.z")];
-        let cases: Vec<(&str, Option<String>, Vec<(&str, &str)>)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("no credentials", None, grant.to_vec()),
             ("client_secret_post, wrong secret", None, {
                 let mut pairs = grant.to_vec();
