@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_shutdown;
 mod authorize;
 mod browser;
 mod cli;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::store::audit::{self, AuditEvent};
@@ -40,6 +40,17 @@ pub struct AuditLog {
     sender: mpsc::Sender<Message>,
     pool: Pool,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// While true the writer holds its batches back ([`AuditLog::hold`]); closing releases it.
+    held: watch::Sender<bool>,
+}
+
+/// Holds the writer back while it lives (see [`AuditLog::hold`]).
+pub struct AuditHold<'a>(&'a watch::Sender<bool>);
+
+impl Drop for AuditHold<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -52,8 +63,16 @@ impl AuditLog {
     /// Starts the writer; must be called inside the tokio runtime.
     pub fn start(pool: Pool) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = tokio::spawn(write_queue(pool.clone(), receiver));
-        Self { sender, pool, writer: Mutex::new(Some(writer)) }
+        let (held, hold_watch) = watch::channel(false);
+        let writer = tokio::spawn(write_queue(pool.clone(), receiver, hold_watch));
+        Self { sender, pool, writer: Mutex::new(Some(writer)), held }
+    }
+
+    /// Keeps queued events unwritten until the guard is dropped or the log is closed: lets a
+    /// test prove that a graceful shutdown writes what is still queued.
+    pub fn hold(&self) -> AuditHold<'_> {
+        self.held.send_replace(true);
+        AuditHold(&self.held)
     }
 
     /// Queues `event` (that happened at `occurred_at`, Unix seconds). When the queue is full or
@@ -83,6 +102,8 @@ impl AuditLog {
     /// for the writer to store what was queued.
     pub async fn close(&self, wait: Duration) {
         let Some(writer) = self.writer.lock().await.take() else { return };
+        // Closing overrides a hold: what is queued is written now.
+        self.held.send_replace(false);
         let closed = async {
             let _ = self.sender.send(Message::Close).await;
             let _ = writer.await;
@@ -98,9 +119,11 @@ impl AuditLog {
 
 /// The writer: takes what is queued (up to [`MAX_BATCH`]), writes it in one transaction,
 /// retrying while the database refuses, and answers flushes once the events before them are in.
-async fn write_queue(pool: Pool, mut receiver: mpsc::Receiver<Message>) {
+async fn write_queue(pool: Pool, mut receiver: mpsc::Receiver<Message>, mut held: watch::Receiver<bool>) {
     let mut messages = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut messages, MAX_BATCH).await > 0 {
+        // An error means the log was dropped: nothing holds the writer any more.
+        let _ = held.wait_for(|held| !held).await;
         let mut batch = Vec::with_capacity(messages.len());
         let mut flushes = Vec::new();
         for message in messages.drain(..) {
