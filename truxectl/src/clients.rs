@@ -11,7 +11,7 @@ use truxe_server::model::client::is_plausible_client_id;
 use truxe_server::model::request::RequestMeta;
 use truxe_server::secret::Secret;
 use truxe_server::service::clients::{
-    self as service, ClientError, ClientInput, ClientPatch, ClientView, Context, Page, WithSecret,
+    self as service, ClientError, ClientInput, ClientPatch, ClientView, Context, Page, Rules, WithSecret,
 };
 use truxe_server::store::{self, PooledConnection, migrations, server_secrets};
 
@@ -298,10 +298,11 @@ impl CreateOpts {
             require_pkce: self.no_pkce.then_some(false),
             require_consent: self.no_consent.then_some(false),
             trusted: self.trusted.then_some(true),
-            client_uri: self.client_uri.clone(),
-            logo_uri: self.logo_uri.clone(),
-            tos_uri: self.tos_uri.clone(),
-            policy_uri: self.policy_uri.clone(),
+            client_uri: self.client_uri.clone().map(Some),
+            logo_uri: self.logo_uri.clone().map(Some),
+            tos_uri: self.tos_uri.clone().map(Some),
+            policy_uri: self.policy_uri.clone().map(Some),
+            ..ClientInput::default()
         }
     }
 }
@@ -326,6 +327,7 @@ impl UpdateOpts {
             tos_uri: uri(&self.tos_uri),
             policy_uri: uri(&self.policy_uri),
             status: self.status.clone(),
+            ..ClientPatch::default()
         }
     }
 }
@@ -457,7 +459,7 @@ impl Backend {
     fn scopes_supported(&mut self) -> Option<Vec<String>> {
         match self {
             Backend::Api(api) => api.scopes_supported(),
-            Backend::Database(db) => Some(db.scopes_supported.clone()),
+            Backend::Database(db) => Some(db.rules.scopes_supported.clone()),
         }
     }
 
@@ -674,12 +676,12 @@ impl Api {
 struct Database {
     conn: PooledConnection,
     target: String,
-    scopes_supported: Vec<String>,
+    rules: Rules,
 }
 
 impl Database {
     fn open(global: &Global) -> anyhow::Result<Self> {
-        let scopes_supported = server_config(global)?.scopes_supported();
+        let rules = Rules::from_config(&server_config(global)?);
         let database = db::database_config(global)?;
         let target = database.url.redacted();
         let mut conn = store::connect(&database)?.get().with_context(|| format!("cannot open {target}"))?;
@@ -691,7 +693,7 @@ impl Database {
                 pending.len()
             );
         }
-        Ok(Database { conn, target, scopes_supported })
+        Ok(Database { conn, target, rules })
     }
 
     /// Runs one service operation; `needs_key` loads (or creates) the shared HMAC key first.
@@ -709,7 +711,7 @@ impl Database {
             Secret::new(Vec::new())
         };
         let ctx = Context {
-            scopes_supported: &self.scopes_supported,
+            rules: &self.rules,
             secret_key: key.secret(),
             now,
             actor: ACTOR,

@@ -15,7 +15,9 @@ use super::AppState;
 use super::error::json_error;
 use super::request_meta::RequestMeta;
 use crate::model::client::is_plausible_client_id;
-use crate::service::clients::{self as service, ClientError, ClientInput, ClientPatch, Context, ValidationError};
+use crate::service::clients::{
+    self as service, ClientError, ClientInput, ClientPatch, Context, Rules, ValidationError,
+};
 use crate::store::{self, StoreError};
 
 /// Larger bodies get a 413 before any parsing; a registration is a few hundred bytes.
@@ -89,7 +91,7 @@ fn tokens_match(presented: &str, expected: &str) -> bool {
 
 /// What the service needs, owned, so that it can move onto a blocking thread.
 struct Request {
-    scopes_supported: Vec<String>,
+    rules: Rules,
     secret_key: Vec<u8>,
     now: i64,
     meta: RequestMeta,
@@ -98,7 +100,7 @@ struct Request {
 impl Request {
     fn new(req: &HttpRequest, state: &AppState) -> Self {
         Request {
-            scopes_supported: state.config.scopes_supported(),
+            rules: Rules::from_config(&state.config),
             secret_key: state.client_secret_key.secret().clone(),
             now: store::unix_now(),
             meta: super::request_meta::of(req),
@@ -106,13 +108,7 @@ impl Request {
     }
 
     fn context(&self) -> Context<'_> {
-        Context {
-            scopes_supported: &self.scopes_supported,
-            secret_key: &self.secret_key,
-            now: self.now,
-            actor: ACTOR,
-            request: &self.meta,
-        }
+        Context { rules: &self.rules, secret_key: &self.secret_key, now: self.now, actor: ACTOR, request: &self.meta }
     }
 }
 
