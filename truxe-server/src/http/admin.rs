@@ -25,6 +25,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const ACTOR: &str = "admin";
 
+/// The protection space of the admin token (`WWW-Authenticate: Bearer realm=…`).
+const REALM: &str = "truxe-admin";
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/oauth-provider/clients")
@@ -54,25 +57,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Everything under the scope needs the admin token, checked before the body is read. The
-/// answer to a missing or wrong token says nothing more than "unauthorized".
+/// Everything under the scope needs the admin token, checked before the body is read. A
+/// refusal is a 401 with a Bearer challenge (RFC 9110 §11.6.1, RFC 6750 §3): without a token
+/// (or with another scheme) just the realm, with a wrong one also `error="invalid_token"`, and
+/// nothing more either way.
 async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let expected = req.app_data::<web::Data<AppState>>().map(|state| state.admin_token.secret().clone());
     let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
-    let allowed = match (expected, presented) {
-        (Some(expected), Some(presented)) => tokens_match(presented, &expected),
-        _ => false,
+    let (challenge, error, description) = match (expected, presented) {
+        (Some(expected), Some(presented)) if tokens_match(presented, &expected) => {
+            return Ok(next.call(req).await?.map_into_left_body());
+        }
+        (_, Some(_)) => (
+            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+            "invalid_token",
+            "the admin token is not valid",
+        ),
+        (_, None) => (
+            format!(r#"Bearer realm="{REALM}""#),
+            "unauthorized",
+            "the admin API needs the admin token: Authorization: Bearer $ADMIN_TOKEN",
+        ),
     };
-    if allowed {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
     let response = HttpResponse::Unauthorized()
-        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .insert_header((header::WWW_AUTHENTICATE, challenge))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({ "error": "unauthorized" }));
+        .json(json!({ "error": error, "error_description": description }));
     Ok(req.into_response(response).map_into_right_body())
 }
 

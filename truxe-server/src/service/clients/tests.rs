@@ -312,3 +312,218 @@ fn client_ids_are_plausible_and_unique() {
     assert_eq!(a.len(), 3 + 22);
     assert_ne!(a, b);
 }
+
+fn full_registration() -> serde_json::Value {
+    serde_json::json!({
+        "client_name": "Reports",
+        "redirect_uris": ["https://reports.example.com/cb"],
+        "post_logout_redirect_uris": ["https://reports.example.com/"],
+        "allowed_scopes": ["openid", "orders:read"],
+        "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_method": "client_secret_post",
+        "require_pkce": false,
+        "require_consent": false,
+        "trusted": true,
+        "client_uri": "https://reports.example.com",
+        "logo_uri": "https://reports.example.com/logo.png",
+        "tos_uri": "https://reports.example.com/tos",
+        "policy_uri": "https://reports.example.com/privacy",
+        "allowed_audiences": [REPORTS, API],
+        "introspection_audiences": [REPORTS],
+        "access_token_ttl": 300,
+        "refresh_token_ttl": 86_400,
+        "authorization_code_ttl": 60,
+        "status": "suspended",
+    })
+}
+
+#[test]
+fn policies_are_registered_and_default_to_the_servers() {
+    let client = valid(full_registration());
+    assert_eq!(client.allowed_audiences, [REPORTS, API]);
+    assert_eq!(client.introspection_audiences, [REPORTS]);
+    assert_eq!(
+        (client.access_token_ttl, client.refresh_token_ttl, client.authorization_code_ttl),
+        (Some(300), Some(86_400), Some(60))
+    );
+    assert_eq!(client.access_token_ttl(900), 300);
+    assert!(client.allows_audience(REPORTS, API) && client.introspects_for(REPORTS));
+
+    // The limits themselves are allowed; null is the same as absent in a registration.
+    let at_limits = valid(serde_json::json!({
+        "client_name": "x", "allowed_scopes": ["orders:read"],
+        "access_token_ttl": 900, "refresh_token_ttl": 7 * 86_400, "authorization_code_ttl": null,
+    }));
+    assert_eq!(
+        (at_limits.access_token_ttl, at_limits.refresh_token_ttl, at_limits.authorization_code_ttl),
+        (Some(900), Some(604_800), None)
+    );
+
+    let plain = valid(serde_json::json!({ "client_name": "x", "allowed_scopes": ["orders:read"] }));
+    assert!(plain.allowed_audiences.is_empty() && plain.introspection_audiences.is_empty());
+    assert_eq!((plain.access_token_ttl, plain.refresh_token_ttl, plain.authorization_code_ttl), (None, None, None));
+    assert!(plain.allows_audience(API, API) && !plain.allows_audience(REPORTS, API));
+}
+
+#[test]
+fn policy_errors_name_the_field_and_the_value() {
+    let base = || serde_json::json!({ "client_name": "x", "allowed_scopes": ["orders:read"] });
+    let with = |key: &str, value: serde_json::Value| {
+        let mut json = base();
+        json[key] = value;
+        json
+    };
+    let cases = [
+        (
+            with("allowed_audiences", serde_json::json!([API, "https://evil.example"])),
+            "allowed_audiences[1]",
+            "https://evil.example",
+        ),
+        (with("allowed_audiences", serde_json::json!([API, API])), "allowed_audiences[1]", "twice"),
+        (with("allowed_audiences", serde_json::json!([""])), "allowed_audiences[0]", "JWT_AUDIENCE"),
+        (
+            with("introspection_audiences", serde_json::json!(["https://auth.example.com"])),
+            "introspection_audiences[0]",
+            "https://auth.example.com",
+        ),
+        (with("access_token_ttl", 0.into()), "access_token_ttl", "from 1 up to 900 seconds"),
+        (with("access_token_ttl", (-60).into()), "access_token_ttl", "-60"),
+        (
+            with("access_token_ttl", 901.into()),
+            "access_token_ttl",
+            "at most 900 seconds, the server's ACCESS_TOKEN_EXPIRY (15m)",
+        ),
+        (
+            with("refresh_token_ttl", (7 * 86_400 + 1).into()),
+            "refresh_token_ttl",
+            "at most 604800 seconds, the server's REFRESH_TOKEN_EXPIRY (7d)",
+        ),
+        (with("authorization_code_ttl", 601.into()), "authorization_code_ttl", "OAUTH_AUTHORIZATION_CODE_EXPIRY (10m)"),
+        (with("authorization_code_ttl", i64::MIN.into()), "authorization_code_ttl", "not a lifetime"),
+    ];
+    for (json, field, says) in cases {
+        let e = invalid(json.clone());
+        assert_eq!(e.field.as_deref(), Some(field), "{json}: {e}");
+        assert!(e.to_string().contains(says), "{json}: {e}");
+    }
+
+    let public = serde_json::json!({
+        "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example/cb"],
+        "introspection_audiences": [API],
+    });
+    let e = invalid(public);
+    assert_eq!(e.field.as_deref(), Some("introspection_audiences"), "{e}");
+    assert!(e.message.contains("confidential"), "{e}");
+    // A public client may still be allowed other audiences.
+    valid(serde_json::json!({
+        "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example/cb"],
+        "allowed_audiences": [REPORTS],
+    }));
+}
+
+#[test]
+fn lifetimes_must_be_json_integers() {
+    for body in [
+        r#"{"access_token_ttl": 1.5}"#,
+        r#"{"access_token_ttl": "900"}"#,
+        r#"{"access_token_ttl": 1e3}"#,
+        r#"{"access_token_ttl": true}"#,
+        r#"{"access_token_ttl": [900]}"#,
+        r#"{"access_token_ttl": 99999999999999999999}"#,
+    ] {
+        let e = parse_json::<ClientInput>(body.as_bytes()).err();
+        assert_eq!(e.as_ref().and_then(|e| e.field.as_deref()), Some("access_token_ttl"), "{body}: {e:?}");
+        assert!(e.is_some_and(|e| e.message.contains("whole seconds")), "{body}");
+    }
+    for (body, expected) in [
+        (r#"{"refresh_token_ttl": 60}"#, Some(Some(60))),
+        (r#"{"refresh_token_ttl": null}"#, Some(None)),
+        (r#"{}"#, None),
+    ] {
+        let parsed = parse_json::<ClientPatch>(body.as_bytes()).map(|p| p.refresh_token_ttl);
+        assert_eq!(parsed, Ok(expected), "{body}");
+    }
+    for body in [r#"{"allowed_audiences": null}"#, r#"{"introspection_audiences": "https://a"}"#] {
+        assert!(parse_json::<ClientPatch>(body.as_bytes()).is_err(), "{body}");
+    }
+}
+
+#[test]
+fn a_patch_keeps_what_it_does_not_name() {
+    let client = stored(full_registration());
+    assert_eq!(
+        validate_patch(&client, ClientPatch::default(), &rules()),
+        Ok(client.clone()),
+        "every field survives the merge"
+    );
+    let renamed = validate_patch(&client, patch(serde_json::json!({ "client_name": "Renamed" })), &rules());
+    assert_eq!(renamed, Ok(Client { client_name: "Renamed".into(), ..client.clone() }));
+}
+
+#[test]
+fn patches_set_change_and_clear_policies() {
+    let client = stored(full_registration());
+    let changed = validate_patch(
+        &client,
+        patch(serde_json::json!({
+            "allowed_audiences": [API], "introspection_audiences": [], "access_token_ttl": 600,
+            "refresh_token_ttl": null, "authorization_code_ttl": 30,
+        })),
+        &rules(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changed.allowed_audiences, [API]);
+    assert!(changed.introspection_audiences.is_empty());
+    assert_eq!(
+        (changed.access_token_ttl, changed.refresh_token_ttl, changed.authorization_code_ttl),
+        (Some(600), None, Some(30))
+    );
+
+    for (json, field) in [
+        (serde_json::json!({ "access_token_ttl": 0 }), "access_token_ttl"),
+        (serde_json::json!({ "refresh_token_ttl": 604_801 }), "refresh_token_ttl"),
+        (serde_json::json!({ "allowed_audiences": ["https://nope.example"] }), "allowed_audiences[0]"),
+    ] {
+        let e = validate_patch(&client, patch(json.clone()), &rules()).err();
+        assert_eq!(e.and_then(|e| e.field).as_deref(), Some(field), "{json}");
+    }
+
+    let public = stored(serde_json::json!({
+        "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example/cb"]
+    }));
+    let e = validate_patch(&public, patch(serde_json::json!({ "introspection_audiences": [API] })), &rules()).err();
+    assert_eq!(e.and_then(|e| e.field).as_deref(), Some("introspection_audiences"));
+}
+
+/// The server's configuration changed after registration: what the client already has does not
+/// block other changes (a suspension above all), and new values meet the new configuration.
+#[test]
+fn stored_values_outlive_a_configuration_change() {
+    let client = stored(full_registration());
+    let stricter = Rules {
+        scopes_supported: ["openid"].map(String::from).to_vec(),
+        audiences: Audiences::new(Some(API), "https://auth.example.com"),
+        access_token_ttl: 120,
+        refresh_token_ttl: 3_600,
+        authorization_code_ttl: 30,
+    };
+    // (The full registration is suspended.)
+    let enabled = validate_patch(&client, patch(serde_json::json!({ "status": "active" })), &stricter);
+    let enabled = enabled.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(enabled.status, ClientStatus::Active);
+    assert_eq!(enabled.access_token_ttl, Some(300), "kept as registered; the server's 120 applies");
+    assert_eq!(enabled.access_token_ttl(stricter.access_token_ttl), 120);
+    assert_eq!(enabled.allowed_audiences, [REPORTS, API]);
+
+    for (json, field) in [
+        (serde_json::json!({ "access_token_ttl": 200 }), "access_token_ttl"),
+        (serde_json::json!({ "allowed_audiences": [REPORTS, API, "https://new.example"] }), "allowed_audiences[2]"),
+        (serde_json::json!({ "allowed_scopes": ["openid", "orders:read", "profile"] }), "allowed_scopes[2]"),
+    ] {
+        let e = validate_patch(&client, patch(json.clone()), &stricter).err();
+        assert_eq!(e.and_then(|e| e.field).as_deref(), Some(field), "{json}");
+    }
+    // A new registration gets no such allowance.
+    let e = validate_input(input(full_registration()), &stricter).err();
+    assert!(e.is_some());
+}
