@@ -58,7 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Everything under the scope needs the admin token, checked before the body is read. A
-/// refusal is a 401 with a Bearer challenge (RFC 9110 §11.6.1, RFC 6750 §3): without a token
+/// refusal is a 401 with a Bearer challenge (RFC 9110 §15.5.2, RFC 6750 §3): without a token
 /// (or with another scheme) just the realm, with a wrong one also `error="invalid_token"`, and
 /// nothing more either way.
 async fn require_admin_token(

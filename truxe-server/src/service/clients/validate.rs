@@ -273,7 +273,7 @@ fn validate_uri_list(field: &str, uris: Vec<String>) -> Result<Vec<String>, Vali
 }
 
 /// `values[i]` must not repeat an earlier element.
-fn check_unique<T: PartialEq + std::fmt::Display>(field: &str, values: &[T], i: usize) -> Result<(), ValidationError> {
+fn check_unique(field: &str, values: &[String], i: usize) -> Result<(), ValidationError> {
     match values[..i].iter().position(|v| *v == values[i]) {
         Some(first) => Err(ValidationError::field(
             format!("{field}[{i}]"),
