@@ -131,6 +131,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ValidationError
 /// patch names replaces the stored one, `null` clears it.
 pub(super) fn merge(client: &Client, patch: ClientPatch) -> Result<ClientInput, ValidationError> {
     let mut merged = ClientView::from(client).settings();
+    if merged.is_empty() {
+        return Err(ValidationError::body("the stored client could not be read as a registration"));
+    }
     let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(patch) else {
         return Err(ValidationError::body("the change is not a JSON object"));
     };

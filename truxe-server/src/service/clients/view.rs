@@ -23,11 +23,18 @@ pub struct ClientView {
     pub logo_uri: Option<String>,
     pub tos_uri: Option<String>,
     pub policy_uri: Option<String>,
+    // `default` on the fields added after the first release, so that truxectl reads the
+    // answers of a server that predates them.
+    #[serde(default)]
     pub allowed_audiences: Vec<String>,
+    #[serde(default)]
     pub introspection_audiences: Vec<String>,
     /// Seconds; `null`: the server's lifetime.
+    #[serde(default)]
     pub access_token_ttl: Option<i64>,
+    #[serde(default)]
     pub refresh_token_ttl: Option<i64>,
+    #[serde(default)]
     pub authorization_code_ttl: Option<i64>,
     pub status: String,
     /// Seconds since the Unix epoch.
@@ -66,7 +73,7 @@ impl From<&Client> for ClientView {
 
 impl ClientView {
     /// The fields a registration sets: the JSON object without `client_id`, `created_at` and
-    /// `updated_at`.
+    /// `updated_at` (empty only if serialization failed, which it cannot for these types).
     pub fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
         let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(self) else {
             // A struct of strings, lists, numbers and flags always serializes to an object.
