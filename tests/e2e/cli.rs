@@ -1,10 +1,13 @@
-//! truxectl: migrations on both backends, keys and secrets.
+//! truxectl: migrations on both backends, client policies, keys and secrets.
 
 use std::os::unix::fs::PermissionsExt;
 
 use crate::on_both_backends;
 use crate::support::process::{ServerProcess, server_fails, text, truxectl};
 use crate::support::{Backend, TestDb, free_port, test_key};
+
+/// `2026-12-03-000001_client_policies`, as diesel names its version.
+const LATEST_MIGRATION: &str = "20261203000001";
 
 fn json(output: &std::process::Output) -> serde_json::Value {
     assert!(output.status.success(), "truxectl failed:\n{}", text(output));
@@ -46,12 +49,88 @@ on_both_backends! {
         assert!(states(&still).iter().all(|applied| *applied));
 
         let reverted = json(&truxectl(cwd, &[], &[&["migrate", "revert", "--yes", "--json"][..], &url].concat()));
-        assert!(reverted["reverted"].as_str().is_some(), "{reverted}");
+        // The latest migration's down.sql works on this backend.
+        let version = reverted["reverted"].as_str().unwrap_or_default().replace('-', "");
+        assert_eq!(version, LATEST_MIGRATION, "{reverted}");
         let after_revert = json(&truxectl(cwd, &[], &[&["migrate", "status", "--json"][..], &url].concat()));
         assert!(!states(&after_revert).last().expect("one"), "the last migration is pending again");
 
         let reapplied = json(&truxectl(cwd, &[], &[&["migrate", "--json"][..], &url].concat()));
         assert_eq!(reapplied["applied"].as_array().expect("list").len(), 1);
+    }
+
+    async fn client_policies_from_the_command_line(backend: Backend) {
+        let db = TestDb::new(backend);
+        db.migrate();
+        let cwd = db.dir.path();
+        let env = [
+            ("JWT_AUDIENCE", "https://api.example.com,https://reports.example.com"),
+            ("TRUXE_SCOPES", "reports:read"),
+            ("REFRESH_TOKEN_EXPIRY", "1d"),
+        ];
+        let ctl = |args: &[&str]| truxectl(cwd, &env, &[&["clients"][..], args, &["--database-url", db.url.as_str()]].concat());
+        let policies = |client: &serde_json::Value| {
+            let fields = ["allowed_audiences", "introspection_audiences", "access_token_ttl", "refresh_token_ttl", "authorization_code_ttl"];
+            fields.map(|f| client.get(f).cloned().unwrap_or_else(|| "absent".into()))
+        };
+
+        let created = json(&ctl(&[
+            "create", "--name", "Reports", "--scope", "reports:read",
+            "--audience", "https://reports.example.com", "--introspection-audience", "https://reports.example.com",
+            "--access-token-ttl", "5m", "--refresh-token-ttl", "1h", "--authorization-code-ttl", "60", "--json",
+        ]));
+        let id = created["client_id"].as_str().expect("client_id").to_string();
+        let registered = [
+            serde_json::json!(["https://reports.example.com"]),
+            serde_json::json!(["https://reports.example.com"]),
+            300.into(),
+            3600.into(),
+            60.into(),
+        ];
+        assert_eq!(policies(&created), registered, "{created}");
+        assert_eq!(policies(&json(&ctl(&["show", &id, "--json"]))), registered);
+        let shown = ctl(&["show", &id]);
+        let shown = text(&shown);
+        assert!(shown.contains("allowed_audiences") && shown.contains("https://reports.example.com") && shown.contains("300 s"), "{shown}");
+
+        // Update: an empty value clears a lifetime and empties a list.
+        let updated = json(&ctl(&["update", &id, "--refresh-token-ttl", "", "--introspection-audience", "", "--access-token-ttl", "900", "--json"]));
+        let changed = [
+            serde_json::json!(["https://reports.example.com"]),
+            serde_json::json!([]),
+            900.into(),
+            serde_json::Value::Null,
+            60.into(),
+        ];
+        assert_eq!(policies(&updated), changed, "{updated}");
+        assert_eq!(policies(&json(&ctl(&["show", &id, "--json"]))), changed);
+
+        // The server's rules, with its messages and exit status 1; malformed flags are usage errors (2).
+        let refused: [(&[&str], &[&str]); 6] = [
+            (&["update", &id, "--audience", "https://evil.example.com"], &["allowed_audiences[0]", "https://evil.example.com", "JWT_AUDIENCE"]),
+            (&["update", &id, "--access-token-ttl", "0"], &["access_token_ttl", "from 1 up to 900 seconds"]),
+            (&["update", &id, "--access-token-ttl", "16m"], &["access_token_ttl", "at most 900 seconds", "ACCESS_TOKEN_EXPIRY"]),
+            (&["update", &id, "--refresh-token-ttl", "2d"], &["refresh_token_ttl", "at most 86400 seconds", "REFRESH_TOKEN_EXPIRY (1d)"]),
+            (&["create", "--name", "Bad", "--scope", "reports:read", "--authorization-code-ttl", "11m"], &["authorization_code_ttl", "OAUTH_AUTHORIZATION_CODE_EXPIRY"]),
+            (
+                &["create", "--name", "SPA", "--public", "--redirect-uri", "https://spa.example.com/cb", "--introspection-audience", "https://api.example.com"],
+                &["introspection_audiences", "confidential"],
+            ),
+        ];
+        for (args, says) in refused {
+            let output = ctl(args);
+            let message = text(&output);
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+            assert!(says.iter().all(|s| message.contains(s)) && !message.contains("panicked"), "{args:?}: {message}");
+        }
+        for bad in ["--access-token-ttl=-5", "--access-token-ttl=1.5", "--refresh-token-ttl=soon"] {
+            let output = ctl(&["update", &id, bad]);
+            let flag = bad.split('=').next().unwrap_or_default();
+            assert_eq!(output.status.code(), Some(2), "{bad}: {}", text(&output));
+            assert!(text(&output).contains(flag), "{bad}: {}", text(&output));
+        }
+        assert_eq!(policies(&json(&ctl(&["show", &id, "--json"]))), changed, "refusals change nothing");
+        assert_eq!(json(&ctl(&["list", "--json"]))["clients"].as_array().map(Vec::len), Some(1));
     }
 }
 

@@ -29,6 +29,20 @@ impl Reply {
     fn field(&self) -> Option<&str> {
         self.body["field"].as_str()
     }
+
+    fn description(&self) -> &str {
+        self.body["error_description"].as_str().unwrap_or_default()
+    }
+
+    /// A 400 `invalid_request` that names `field`, in `field` and at the start of a description
+    /// that says more than the name.
+    #[track_caller]
+    fn assert_invalid(&self, field: &str, context: impl std::fmt::Display) {
+        assert_eq!((self.status, self.field()), (400, Some(field)), "{context}: {}", self.raw);
+        assert_eq!(self.body["error"], "invalid_request", "{context}: {}", self.raw);
+        let message = self.description().strip_prefix(&format!("{field}: ")).unwrap_or_default();
+        assert!(message.len() > 5, "{context}: the description names the field and explains: {}", self.raw);
+    }
 }
 
 async fn send(server: &TestServer, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
@@ -62,6 +76,30 @@ async fn admin(server: &TestServer, method: Method, path: &str, body: Option<Val
 
 async fn create(server: &TestServer, body: Value) -> Reply {
     admin(server, Method::POST, CLIENTS, Some(body)).await
+}
+
+/// A server with two audiences and shorter refresh-token and code lifetimes than the defaults.
+const POLICY_CONFIG: &[(&str, &str)] = &[
+    ("JWT_AUDIENCE", "https://api.example.com,https://reports.example.com"),
+    ("TRUXE_SCOPES", "reports:read"),
+    ("REFRESH_TOKEN_EXPIRY", "1d"),
+    ("OAUTH_AUTHORIZATION_CODE_EXPIRY", "120"),
+];
+const DEFAULT_API: &str = "https://api.example.com";
+const REPORTS_API: &str = "https://reports.example.com";
+
+/// The per-client policy fields of a client's JSON.
+fn policies(client: &Value) -> Value {
+    let fields = [
+        "allowed_audiences",
+        "introspection_audiences",
+        "access_token_ttl",
+        "refresh_token_ttl",
+        "authorization_code_ttl",
+    ];
+    Value::Object(
+        fields.iter().map(|f| (f.to_string(), client.get(*f).cloned().unwrap_or_else(|| json!("absent")))).collect(),
+    )
 }
 
 fn web_app(name: &str) -> Value {
@@ -189,7 +227,8 @@ on_both_backends! {
             "client_name": "SPA", "token_endpoint_auth_method": "none", "require_pkce": false,
             "redirect_uris": ["https://spa.example.com/cb"]
         })).await;
-        assert_eq!((refused.status, refused.field()), (400, Some("require_pkce")), "{}", refused.raw);
+        refused.assert_invalid("require_pkce", "a public client without PKCE");
+        assert!(refused.description().contains("PKCE"), "{}", refused.raw);
     }
 
     async fn list_is_paginated(backend: Backend) {
@@ -224,11 +263,16 @@ on_both_backends! {
         assert_eq!(all.body["clients"].as_array().map(Vec::len), Some(5));
         assert_eq!(all.body["next"], Value::Null);
 
-        for query in ["limit=0", "limit=201", "limit=abc", "after=x'--", "limit=1&limit=2", "page=2"] {
+        for (query, field) in [
+            ("limit=0", "limit"),
+            ("limit=201", "limit"),
+            ("limit=abc", "limit"),
+            ("after=x'--", "after"),
+            ("limit=1&limit=2", "limit"),
+            ("page=2", "page"),
+        ] {
             let bad = admin(&server, Method::GET, &format!("{CLIENTS}?{query}"), None).await;
-            assert_eq!(bad.status, 400, "{query}: {}", bad.raw);
-            assert_eq!(bad.body["error"], "invalid_request");
-            assert!(bad.field().is_some(), "{query}: {}", bad.raw);
+            bad.assert_invalid(field, query);
         }
     }
 
@@ -272,9 +316,7 @@ on_both_backends! {
         ];
         for (body, field) in refused {
             let reply = admin(&server, Method::PATCH, &path, Some(body.clone())).await;
-            assert_eq!((reply.status, reply.field()), (400, Some(field)), "{body}: {}", reply.raw);
-            assert_eq!(reply.body["error"], "invalid_request");
-            assert!(reply.body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+            reply.assert_invalid(field, &body);
         }
         let unchanged = admin(&server, Method::GET, &path, None).await;
         assert_eq!(unchanged.body["client_name"], "Renamed");
@@ -293,7 +335,8 @@ on_both_backends! {
         let revoked = admin(&server, Method::PATCH, &path, Some(json!({ "status": "revoked" }))).await;
         assert_eq!(revoked.status, 200);
         let back = admin(&server, Method::PATCH, &path, Some(json!({ "status": "active" }))).await;
-        assert_eq!((back.status, back.field()), (400, Some("status")), "revoked is final: {}", back.raw);
+        back.assert_invalid("status", "revoked is final");
+        assert!(back.description().contains("revoked"), "{}", back.raw);
     }
 
     async fn delete_then_not_found(backend: Backend) {
@@ -359,7 +402,7 @@ on_both_backends! {
             (json!({ "grace": 60 }), "grace"),
         ] {
             let refused = admin(&server, Method::POST, &rotate, Some(body.clone())).await;
-            assert_eq!((refused.status, refused.field()), (400, Some(field)), "{body}: {}", refused.raw);
+            refused.assert_invalid(field, &body);
         }
         let after_refusals = load(&mut conn, &id);
         assert!(service::authenticate_secret(&after_refusals, &key, &third, now), "refusals change nothing");
@@ -383,7 +426,8 @@ on_both_backends! {
         })).await;
         let public_rotate = format!("{CLIENTS}/{}/regenerate-secret", str_of(&public.body, "client_id"));
         let refused = admin(&server, Method::POST, &public_rotate, None).await;
-        assert_eq!(refused.status, 400, "a public client has no secret: {}", refused.raw);
+        refused.assert_invalid("token_endpoint_auth_method", "a public client has no secret");
+        assert!(refused.description().contains("public client"), "{}", refused.raw);
         assert!(refused.body.get("client_secret").is_none());
     }
 
@@ -422,8 +466,18 @@ on_both_backends! {
                 }
                 let denied = reply(request).await;
                 assert_eq!(denied.status, 401, "{method} {path} with {header:?}: {}", denied.raw);
-                assert_eq!(denied.body, json!({ "error": "unauthorized" }), "no detail leaks");
-                assert_eq!(denied.headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()), Some("Bearer"));
+                // RFC 6750 §3: no error code without a Bearer token, invalid_token with a wrong one.
+                let bearer = header.as_deref().is_some_and(|h| h.starts_with("Bearer "));
+                let (challenge, error) = if bearer {
+                    (r#"Bearer realm="truxe-admin", error="invalid_token""#, "invalid_token")
+                } else {
+                    (r#"Bearer realm="truxe-admin""#, "unauthorized")
+                };
+                let challenged = denied.headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+                assert_eq!(challenged, Some(challenge), "{method} {path} with {header:?}");
+                assert_eq!(denied.body["error"], error, "{method} {path} with {header:?}: {}", denied.raw);
+                assert!(denied.description().contains("token"), "{}", denied.raw);
+                assert!(!denied.raw.contains(ADMIN_TOKEN) && !denied.raw.contains("Guarded"), "no detail leaks: {}", denied.raw);
             }
         }
         let still = admin(&server, Method::GET, &one, None).await;
@@ -433,7 +487,8 @@ on_both_backends! {
 
         // Authenticated but unsupported method: a JSON 405, not a 500.
         let put = admin(&server, Method::PUT, CLIENTS, None).await;
-        assert_eq!(put.status, 405, "{}", put.raw);
+        assert_eq!((put.status, &put.body), (405, &json!({ "error": "method_not_allowed" })), "{}", put.raw);
+        assert_eq!(put.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
     }
 
     async fn malformed_bodies_are_clean_400s(backend: Backend) {
@@ -467,7 +522,7 @@ on_both_backends! {
             (json!({ "client_name": "x".repeat(201), "redirect_uris": ["https://a.example/cb"] }), "client_name"),
         ] {
             let refused = create(&server, body.clone()).await;
-            assert_eq!((refused.status, refused.field()), (400, Some(field)), "{body}: {}", refused.raw);
+            refused.assert_invalid(field, &body);
         }
 
         // 100 KiB: refused before parsing, as JSON.
@@ -510,9 +565,8 @@ on_both_backends! {
             })).await;
             match refused {
                 Some(why) => {
-                    assert_eq!((reply.status, reply.field()), (400, Some("redirect_uris[1]")), "{uri}: {}", reply.raw);
-                    let description = reply.body["error_description"].as_str().unwrap_or_default();
-                    assert!(description.contains(why), "{uri}: {description}");
+                    reply.assert_invalid("redirect_uris[1]", uri);
+                    assert!(reply.description().contains(why), "{uri}: {}", reply.raw);
                 }
                 None => {
                     assert_eq!(reply.status, 201, "{uri}: {}", reply.raw);
@@ -522,10 +576,12 @@ on_both_backends! {
         }
         let too_many: Vec<String> = (0..21).map(|i| format!("https://app.example.com/cb/{i}")).collect();
         let reply = create(&server, json!({ "client_name": "Many", "redirect_uris": too_many })).await;
-        assert_eq!((reply.status, reply.field()), (400, Some("redirect_uris")), "{}", reply.raw);
+        reply.assert_invalid("redirect_uris", "21 URIs");
+        assert!(reply.description().contains("at most 20"), "{}", reply.raw);
         let long = format!("https://app.example.com/{}", "a".repeat(2048));
         let reply = create(&server, json!({ "client_name": "Long", "redirect_uris": [long] })).await;
-        assert_eq!((reply.status, reply.field()), (400, Some("redirect_uris[0]")), "{}", reply.raw);
+        reply.assert_invalid("redirect_uris[0]", "a long URI");
+        assert!(reply.description().contains("2048"), "{}", reply.raw);
     }
 
     async fn scopes_come_from_the_configured_set(backend: Backend) {
@@ -534,12 +590,107 @@ on_both_backends! {
         assert_eq!(ok.status, 201, "{}", ok.raw);
         assert_eq!(ok.body["allowed_scopes"], json!(["orders:read", "orders:write"]));
         let refused = create(&server, json!({ "client_name": "Orders", "allowed_scopes": ["orders:read", "orders:delete"] })).await;
-        assert_eq!((refused.status, refused.field()), (400, Some("allowed_scopes[1]")), "{}", refused.raw);
-        assert!(refused.raw.contains("orders:delete"));
+        refused.assert_invalid("allowed_scopes[1]", "orders:delete");
+        assert!(refused.description().contains("orders:delete"), "{}", refused.raw);
 
         let plain = TestServer::start(backend).await;
         let refused = create(&plain, json!({ "client_name": "Orders", "allowed_scopes": ["orders:read"] })).await;
-        assert_eq!((refused.status, refused.field()), (400, Some("allowed_scopes[0]")), "{}", refused.raw);
+        refused.assert_invalid("allowed_scopes[0]", "without TRUXE_SCOPES");
+        assert!(refused.description().contains("TRUXE_SCOPES"), "{}", refused.raw);
+    }
+
+    async fn policies_are_registered_echoed_and_patched(backend: Backend) {
+        let server = TestServer::start_with(backend, POLICY_CONFIG).await;
+        let created = create(&server, json!({
+            "client_name": "Reports", "allowed_scopes": ["reports:read"],
+            "allowed_audiences": [REPORTS_API], "introspection_audiences": [REPORTS_API],
+            "access_token_ttl": 300, "refresh_token_ttl": 3600, "authorization_code_ttl": 120,
+        })).await;
+        assert_eq!(created.status, 201, "{}", created.raw);
+        let id = str_of(&created.body, "client_id").to_string();
+        let path = format!("{CLIENTS}/{id}");
+        let expected = json!({
+            "allowed_audiences": [REPORTS_API], "introspection_audiences": [REPORTS_API],
+            "access_token_ttl": 300, "refresh_token_ttl": 3600, "authorization_code_ttl": 120,
+        });
+        let shown = admin(&server, Method::GET, &path, None).await;
+        for answer in [&created, &shown] {
+            assert_eq!(policies(&answer.body), expected, "{}", answer.raw);
+        }
+        let mut conn = connect(&server.db);
+        let stored = load(&mut conn, &id);
+        assert_eq!((stored.allowed_audiences.clone(), stored.introspection_audiences.clone()), (vec![REPORTS_API.to_string()], vec![REPORTS_API.to_string()]));
+        assert_eq!((stored.access_token_ttl, stored.refresh_token_ttl, stored.authorization_code_ttl), (Some(300), Some(3600), Some(120)));
+        assert_eq!((stored.access_token_ttl(900), stored.refresh_token_ttl(86_400), stored.authorization_code_ttl(120)), (300, 3600, 120));
+        assert!(stored.allows_audience(REPORTS_API, DEFAULT_API) && stored.introspects_for(REPORTS_API));
+
+        // Unset: null in the JSON, the server's lifetimes and audience.
+        let plain = create(&server, json!({ "client_name": "Plain", "allowed_scopes": ["reports:read"] })).await;
+        assert_eq!(plain.status, 201, "{}", plain.raw);
+        assert_eq!(policies(&plain.body), json!({
+            "allowed_audiences": [], "introspection_audiences": [],
+            "access_token_ttl": null, "refresh_token_ttl": null, "authorization_code_ttl": null,
+        }));
+
+        // PATCH changes and clears them (null: the server's again; []: none).
+        let patched = admin(&server, Method::PATCH, &path, Some(json!({
+            "allowed_audiences": [DEFAULT_API, REPORTS_API], "introspection_audiences": [],
+            "access_token_ttl": 900, "refresh_token_ttl": null,
+        }))).await;
+        assert_eq!(patched.status, 200, "{}", patched.raw);
+        let expected = json!({
+            "allowed_audiences": [DEFAULT_API, REPORTS_API], "introspection_audiences": [],
+            "access_token_ttl": 900, "refresh_token_ttl": null, "authorization_code_ttl": 120,
+        });
+        assert_eq!(policies(&patched.body), expected, "{}", patched.raw);
+        assert_eq!(policies(&admin(&server, Method::GET, &path, None).await.body), expected);
+        let stored = load(&mut conn, &id);
+        assert_eq!((stored.access_token_ttl, stored.refresh_token_ttl), (Some(900), None));
+        assert_eq!(stored.refresh_token_ttl(86_400), 86_400);
+
+        // Bad values, on registration and on PATCH: a field-level 400 that names the value or
+        // the limit, and nothing changes.
+        let public = json!({
+            "client_name": "SPA", "token_endpoint_auth_method": "none", "redirect_uris": ["https://spa.example.com/cb"],
+        });
+        let cases = [
+            (json!({ "allowed_audiences": ["https://evil.example.com"] }), "allowed_audiences[0]", "https://evil.example.com"),
+            (json!({ "allowed_audiences": [REPORTS_API, "https://api.example.com/"] }), "allowed_audiences[1]", "https://api.example.com/"),
+            (json!({ "introspection_audiences": ["http://127.0.0.1:3001"] }), "introspection_audiences[0]", "JWT_AUDIENCE"),
+            (json!({ "access_token_ttl": 0 }), "access_token_ttl", "from 1 up to 900"),
+            (json!({ "access_token_ttl": -1 }), "access_token_ttl", "-1"),
+            (json!({ "access_token_ttl": 1.5 }), "access_token_ttl", "whole seconds"),
+            (json!({ "access_token_ttl": "900" }), "access_token_ttl", "whole seconds"),
+            (json!({ "access_token_ttl": 901 }), "access_token_ttl", "at most 900 seconds, the server's ACCESS_TOKEN_EXPIRY (15m)"),
+            (json!({ "refresh_token_ttl": 86_401 }), "refresh_token_ttl", "at most 86400 seconds, the server's REFRESH_TOKEN_EXPIRY (1d)"),
+            (json!({ "authorization_code_ttl": 121 }), "authorization_code_ttl", "at most 120 seconds, the server's OAUTH_AUTHORIZATION_CODE_EXPIRY (2m)"),
+            (json!({ "authorization_code_ttl": 0 }), "authorization_code_ttl", "from 1 up to 120"),
+            (json!({ "allowed_audiences": null }), "allowed_audiences", "null"),
+        ];
+        for (fields, field, says) in cases {
+            let mut registration = json!({ "client_name": "Bad", "allowed_scopes": ["reports:read"] });
+            for (key, value) in fields.as_object().into_iter().flatten() {
+                registration[key] = value.clone();
+            }
+            for reply in [create(&server, registration.clone()).await, admin(&server, Method::PATCH, &path, Some(fields.clone())).await] {
+                reply.assert_invalid(field, &fields);
+                assert!(reply.description().contains(says), "{fields}: {}", reply.raw);
+            }
+        }
+        let mut spa = public.clone();
+        spa["introspection_audiences"] = json!([REPORTS_API]);
+        let refused = create(&server, spa).await;
+        refused.assert_invalid("introspection_audiences", "a public client");
+        assert!(refused.description().contains("confidential"), "{}", refused.raw);
+        let spa = create(&server, public).await;
+        assert_eq!(spa.status, 201, "{}", spa.raw);
+        let spa_path = format!("{CLIENTS}/{}", str_of(&spa.body, "client_id"));
+        let refused = admin(&server, Method::PATCH, &spa_path, Some(json!({ "introspection_audiences": [REPORTS_API] }))).await;
+        refused.assert_invalid("introspection_audiences", "a public client, patched");
+
+        assert_eq!(policies(&admin(&server, Method::GET, &path, None).await.body), expected, "refusals change nothing");
+        let listed = admin(&server, Method::GET, CLIENTS, None).await;
+        assert_eq!(listed.body["clients"].as_array().map(Vec::len), Some(3), "only Reports, Plain and the SPA: {}", listed.raw);
     }
 
     async fn hostile_client_ids_are_plain_404s(backend: Backend) {
@@ -589,7 +740,7 @@ on_both_backends! {
         let rotated = admin(&server, Method::POST, &format!("{path}/regenerate-secret"), Some(json!({ "grace_seconds": 60 }))).await;
         let new_secret = str_of(&rotated.body, "client_secret").to_string();
         // A refused change writes nothing.
-        assert_eq!(admin(&server, Method::PATCH, &path, Some(json!({ "redirect_uris": [] }))).await.status, 400);
+        admin(&server, Method::PATCH, &path, Some(json!({ "redirect_uris": [] }))).await.assert_invalid("redirect_uris", "refused");
         assert_eq!(admin(&server, Method::DELETE, &path, None).await.status, 204);
 
         let mut conn = connect(&server.db);
@@ -735,6 +886,26 @@ on_both_backends! {
         let data_env = vec![("TRUXE_DATA_DIR", data_dir.path().display().to_string())];
         let shown = run(data_env, args(&["show", &id, "--json"])).await.expect("join");
         assert_eq!(json_output(&shown)["client_id"], id.as_str());
+
+        // The policy flags, through the API (the test server's only audience is its issuer).
+        let updated = run(token_env(), args(&["update", &id, "--audience", "http://127.0.0.1:3001", "--access-token-ttl", "5m", "--json"]))
+            .await.expect("join");
+        let updated = json_output(&updated);
+        assert_eq!((updated["allowed_audiences"].clone(), updated["access_token_ttl"].clone()), (json!(["http://127.0.0.1:3001"]), json!(300)), "{updated}");
+        let shown = json_output(&run(token_env(), args(&["show", &id, "--json"])).await.expect("join"));
+        assert_eq!(policies(&shown), policies(&updated));
+        for (flags, says) in [
+            (&["--audience", "https://evil.example.com"][..], &["allowed_audiences[0]", "https://evil.example.com", "invalid_request"][..]),
+            (&["--access-token-ttl", "1h"], &["access_token_ttl", "ACCESS_TOKEN_EXPIRY", "HTTP 400"]),
+            (&["--introspection-audience", "http://127.0.0.1:3001", "--access-token-ttl", "0"], &["access_token_ttl", "from 1 up to 900"]),
+        ] {
+            let output = run(token_env(), args(&[&["update", id.as_str()][..], flags].concat())).await.expect("join");
+            let message = text(&output);
+            assert_eq!(output.status.code(), Some(1), "{flags:?}: {message}");
+            assert!(says.iter().all(|s| message.contains(s)), "{flags:?}: {message}");
+        }
+        let unchanged = json_output(&run(token_env(), args(&["show", &id, "--json"])).await.expect("join"));
+        assert_eq!(policies(&unchanged), policies(&updated), "refusals change nothing");
 
         let wrong = run(vec![("ADMIN_TOKEN", "adm_wrong".into())], args(&["list"])).await.expect("join");
         assert!(!wrong.status.success() && text(&wrong).contains("401"), "{}", text(&wrong));

@@ -6,15 +6,23 @@ use truxe_server::store::{self, AnyConnection, PooledConnection};
 
 use crate::Global;
 
-/// The database settings from `--database-url`, else the server's configuration sources.
-/// Production-only requirements (keys, SMTP …) are the server's business, not the CLI's.
-pub fn database_config(global: &Global) -> anyhow::Result<DatabaseConfig> {
+/// The server's configuration, read from the same sources as the server. Production-only
+/// requirements (keys, SMTP …) are the server's business, not the CLI's.
+pub fn server_config(global: &Global) -> anyhow::Result<config::Config> {
     let lookup = config::layered_lookup(global.env_file.as_deref())?;
-    let mut database = config::Config::from_lookup(&|name: &str| match name {
+    Ok(config::Config::from_lookup(&|name: &str| match name {
         "NODE_ENV" | "TRUXE_ENV" => None,
         _ => lookup(name),
-    })?
-    .database;
+    })?)
+}
+
+/// The database settings from `--database-url`, else the server's configuration sources.
+pub fn database_config(global: &Global) -> anyhow::Result<DatabaseConfig> {
+    for_cli(server_config(global)?.database, global)
+}
+
+/// `database` (from [`server_config`]) as the CLI uses it: `--database-url` wins, one connection.
+pub fn for_cli(mut database: DatabaseConfig, global: &Global) -> anyhow::Result<DatabaseConfig> {
     if let Some(url) = &global.database_url {
         database.url = DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
         database.is_embedded_default = false;

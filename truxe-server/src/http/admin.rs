@@ -15,13 +15,18 @@ use super::AppState;
 use super::error::json_error;
 use super::request_meta::RequestMeta;
 use crate::model::client::is_plausible_client_id;
-use crate::service::clients::{self as service, ClientError, ClientInput, ClientPatch, Context, ValidationError};
+use crate::service::clients::{
+    self as service, ClientError, ClientInput, ClientPatch, Context, Rules, ValidationError,
+};
 use crate::store::{self, StoreError};
 
 /// Larger bodies get a 413 before any parsing; a registration is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const ACTOR: &str = "admin";
+
+/// The protection space of the admin token (`WWW-Authenticate: Bearer realm=…`).
+const REALM: &str = "truxe-admin";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -52,25 +57,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Everything under the scope needs the admin token, checked before the body is read. The
-/// answer to a missing or wrong token says nothing more than "unauthorized".
+/// Everything under the scope needs the admin token, checked before the body is read. A
+/// refusal is a 401 with a Bearer challenge (RFC 9110 §15.5.2, RFC 6750 §3): without a token
+/// (or with another scheme) just the realm, with a wrong one also `error="invalid_token"`, and
+/// nothing more either way.
 async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let expected = req.app_data::<web::Data<AppState>>().map(|state| state.admin_token.secret().clone());
     let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
-    let allowed = match (expected, presented) {
-        (Some(expected), Some(presented)) => tokens_match(presented, &expected),
-        _ => false,
+    let (challenge, error, description) = match (expected, presented) {
+        (Some(expected), Some(presented)) if tokens_match(presented, &expected) => {
+            return Ok(next.call(req).await?.map_into_left_body());
+        }
+        (_, Some(_)) => (
+            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+            "invalid_token",
+            "the admin token is not valid",
+        ),
+        (_, None) => (
+            format!(r#"Bearer realm="{REALM}""#),
+            "unauthorized",
+            "the admin API needs the admin token: Authorization: Bearer $ADMIN_TOKEN",
+        ),
     };
-    if allowed {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
     let response = HttpResponse::Unauthorized()
-        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .insert_header((header::WWW_AUTHENTICATE, challenge))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({ "error": "unauthorized" }));
+        .json(json!({ "error": error, "error_description": description }));
     Ok(req.into_response(response).map_into_right_body())
 }
 
@@ -89,7 +104,7 @@ fn tokens_match(presented: &str, expected: &str) -> bool {
 
 /// What the service needs, owned, so that it can move onto a blocking thread.
 struct Request {
-    scopes_supported: Vec<String>,
+    rules: Rules,
     secret_key: Vec<u8>,
     now: i64,
     meta: RequestMeta,
@@ -98,7 +113,7 @@ struct Request {
 impl Request {
     fn new(req: &HttpRequest, state: &AppState) -> Self {
         Request {
-            scopes_supported: state.config.scopes_supported(),
+            rules: Rules::from_config(&state.config),
             secret_key: state.client_secret_key.secret().clone(),
             now: store::unix_now(),
             meta: super::request_meta::of(req),
@@ -106,13 +121,7 @@ impl Request {
     }
 
     fn context(&self) -> Context<'_> {
-        Context {
-            scopes_supported: &self.scopes_supported,
-            secret_key: &self.secret_key,
-            now: self.now,
-            actor: ACTOR,
-            request: &self.meta,
-        }
+        Context { rules: &self.rules, secret_key: &self.secret_key, now: self.now, actor: ACTOR, request: &self.meta }
     }
 }
 

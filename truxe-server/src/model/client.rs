@@ -2,8 +2,9 @@
 
 use crate::oauth::scope::ScopeSet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMethod {
+    #[default]
     ClientSecretBasic,
     ClientSecretPost,
     /// A public client (SPA, native app): no secret, PKCE required.
@@ -54,8 +55,9 @@ impl GrantType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClientStatus {
+    #[default]
     Active,
     Suspended,
     Revoked,
@@ -77,7 +79,8 @@ impl ClientStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Default` is a blank, unregistered client (no id, no settings), for building one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Client {
     pub client_id: String,
     pub client_name: String,
@@ -96,6 +99,18 @@ pub struct Client {
     pub logo_uri: Option<String>,
     pub tos_uri: Option<String>,
     pub policy_uri: Option<String>,
+    /// Audiences besides the server's default that the client may ask tokens for with
+    /// `resource` (RFC 8707); each was one of `JWT_AUDIENCE` when registered. See
+    /// [`Client::allows_audience`].
+    pub allowed_audiences: Vec<String>,
+    /// Audiences for which this client is a resource server: it may introspect tokens issued for
+    /// them (RFC 7662 §4). Only ever set on confidential clients. See [`Client::introspects_for`].
+    pub introspection_audiences: Vec<String>,
+    /// Lifetimes in seconds (each at least 1) that override the server's when shorter; `None`:
+    /// the server's. Read them through [`Client::access_token_ttl`] and its siblings.
+    pub access_token_ttl: Option<i64>,
+    pub refresh_token_ttl: Option<i64>,
+    pub authorization_code_ttl: Option<i64>,
     pub status: ClientStatus,
     pub created_at: i64,
     pub updated_at: i64,
@@ -109,6 +124,44 @@ impl Client {
     pub fn allows_grant(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
     }
+
+    /// Whether the client may get a token for `audience`: the server's default audience always,
+    /// any other only when listed in `allowed_audiences`. The caller has already checked that
+    /// the server issues tokens for `audience` at all (`Audiences::select` in service/tokens.rs,
+    /// whose `default_audience()` is the `default_audience` here): a registered audience that
+    /// was later removed from `JWT_AUDIENCE` is refused there.
+    pub fn allows_audience(&self, audience: &str, default_audience: &str) -> bool {
+        audience == default_audience || self.allowed_audiences.iter().any(|a| a == audience)
+    }
+
+    /// Whether the client, as the resource server for `audience`, may introspect a token issued
+    /// for it (besides tokens issued to itself, which is the introspection endpoint's own rule).
+    pub fn introspects_for(&self, audience: &str) -> bool {
+        self.token_endpoint_auth_method.is_confidential() && self.introspection_audiences.iter().any(|a| a == audience)
+    }
+
+    /// Access-token lifetime in seconds: the client's own when set and shorter, else `server`'s
+    /// (`ACCESS_TOKEN_EXPIRY`).
+    pub fn access_token_ttl(&self, server: i64) -> i64 {
+        shorter(self.access_token_ttl, server)
+    }
+
+    /// Refresh-token lifetime in seconds: the client's own when set and shorter, else `server`'s
+    /// (`REFRESH_TOKEN_EXPIRY`).
+    pub fn refresh_token_ttl(&self, server: i64) -> i64 {
+        shorter(self.refresh_token_ttl, server)
+    }
+
+    /// Authorization-code lifetime in seconds: the client's own when set and shorter, else
+    /// `server`'s (`OAUTH_AUTHORIZATION_CODE_EXPIRY`).
+    pub fn authorization_code_ttl(&self, server: i64) -> i64 {
+        shorter(self.authorization_code_ttl, server)
+    }
+}
+
+/// A registered lifetime never extends the server's, also after the server's was lowered.
+fn shorter(own: Option<i64>, server: i64) -> i64 {
+    own.map_or(server, |own| own.min(server))
 }
 
 #[cfg(test)]
@@ -118,24 +171,13 @@ impl Client {
         Client {
             client_id: "cl_app".into(),
             client_name: "App".into(),
-            secret_hash: None,
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
             token_endpoint_auth_method: AuthMethod::None,
             grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             allowed_scopes: ScopeSet::parse("openid email profile offline_access").expect("scopes"),
             redirect_uris: vec!["https://app.example/cb".into()],
-            post_logout_redirect_uris: vec![],
             require_pkce: true,
             require_consent: true,
-            trusted: false,
-            client_uri: None,
-            logo_uri: None,
-            tos_uri: None,
-            policy_uri: None,
-            status: ClientStatus::Active,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::default()
         }
     }
 }
@@ -167,6 +209,44 @@ mod tests {
             assert_eq!(ClientStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(GrantType::parse("password"), None);
+    }
+
+    #[test]
+    fn lifetimes_are_the_shorter_of_client_and_server() {
+        let mut client = Client::example();
+        assert_eq!(
+            (client.access_token_ttl(900), client.refresh_token_ttl(604_800), client.authorization_code_ttl(600)),
+            (900, 604_800, 600)
+        );
+        client.access_token_ttl = Some(300);
+        client.refresh_token_ttl = Some(86_400);
+        client.authorization_code_ttl = Some(60);
+        assert_eq!(
+            (client.access_token_ttl(900), client.refresh_token_ttl(604_800), client.authorization_code_ttl(600)),
+            (300, 86_400, 60)
+        );
+        // The server's limit was lowered after registration.
+        assert_eq!(
+            (client.access_token_ttl(120), client.refresh_token_ttl(3_600), client.authorization_code_ttl(30)),
+            (120, 3_600, 30)
+        );
+    }
+
+    #[test]
+    fn audiences() {
+        let mut client = Client::example();
+        assert!(client.allows_audience("https://api.example", "https://api.example"));
+        assert!(!client.allows_audience("https://reports.example", "https://api.example"));
+        client.allowed_audiences = vec!["https://reports.example".into()];
+        assert!(client.allows_audience("https://reports.example", "https://api.example"));
+        assert!(client.allows_audience("https://api.example", "https://api.example"), "the default stays");
+        assert!(!client.allows_audience("https://other.example", "https://api.example"));
+
+        client.introspection_audiences = vec!["https://reports.example".into()];
+        assert!(!client.introspects_for("https://reports.example"), "a public client never introspects");
+        client.token_endpoint_auth_method = AuthMethod::ClientSecretBasic;
+        assert!(client.introspects_for("https://reports.example"));
+        assert!(!client.introspects_for("https://api.example"));
     }
 
     #[test]

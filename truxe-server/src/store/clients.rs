@@ -28,38 +28,33 @@ struct Row {
     logo_uri: Option<String>,
     tos_uri: Option<String>,
     policy_uri: Option<String>,
+    allowed_audiences: String,
+    introspection_audiences: String,
+    access_token_ttl: Option<i64>,
+    refresh_token_ttl: Option<i64>,
+    authorization_code_ttl: Option<i64>,
     status: String,
     created_at: i64,
     updated_at: i64,
 }
 
-/// A whole row, written only when a client is created.
+/// A whole row, written only when a client is created: its identity and secrets, and the
+/// settings.
 #[derive(Insertable)]
 #[diesel(table_name = clients, treat_none_as_null = true)]
 struct WriteRow<'a> {
     client_id: &'a str,
-    client_name: &'a str,
     secret_hash: Option<&'a str>,
     previous_secret_hash: Option<&'a str>,
     previous_secret_expires_at: Option<i64>,
-    token_endpoint_auth_method: &'a str,
-    grant_types: String,
-    allowed_scopes: String,
-    require_pkce: bool,
-    require_consent: bool,
-    trusted: bool,
-    client_uri: Option<&'a str>,
-    logo_uri: Option<&'a str>,
-    tos_uri: Option<&'a str>,
-    policy_uri: Option<&'a str>,
-    status: &'a str,
     created_at: i64,
-    updated_at: i64,
+    #[diesel(embed)]
+    settings: SettingsRow<'a>,
 }
 
 /// The settings of a client: every column but its id, its creation time and its secrets, so
 /// that an update of the settings never undoes a concurrent secret rotation.
-#[derive(AsChangeset)]
+#[derive(Insertable, AsChangeset)]
 #[diesel(table_name = clients, treat_none_as_null = true)]
 struct SettingsRow<'a> {
     client_name: &'a str,
@@ -73,12 +68,22 @@ struct SettingsRow<'a> {
     logo_uri: Option<&'a str>,
     tos_uri: Option<&'a str>,
     policy_uri: Option<&'a str>,
+    allowed_audiences: String,
+    introspection_audiences: String,
+    access_token_ttl: Option<i64>,
+    refresh_token_ttl: Option<i64>,
+    authorization_code_ttl: Option<i64>,
     status: &'a str,
     updated_at: i64,
 }
 
 fn corrupt(client_id: &str, what: &str) -> StoreError {
     StoreError::Corrupt(format!("oauth_clients row {client_id}: invalid {what}"))
+}
+
+/// Audience lists are stored as JSON arrays of strings.
+fn audiences_column(audiences: &[String]) -> String {
+    serde_json::Value::from(audiences).to_string()
 }
 
 impl Row {
@@ -88,6 +93,12 @@ impl Row {
         post_logout_redirect_uris: Vec<String>,
     ) -> Result<Client, StoreError> {
         let id = self.client_id.clone();
+        let audiences =
+            |text: &str, what: &str| serde_json::from_str::<Vec<String>>(text).map_err(|_| corrupt(&id, what));
+        let ttl = |value: Option<i64>, what: &str| match value {
+            Some(seconds) if seconds < 1 => Err(corrupt(&id, what)),
+            other => Ok(other),
+        };
         Ok(Client {
             token_endpoint_auth_method: AuthMethod::parse(&self.token_endpoint_auth_method)
                 .ok_or_else(|| corrupt(&id, "token_endpoint_auth_method"))?,
@@ -97,6 +108,11 @@ impl Row {
                 .map(|g| GrantType::parse(g).ok_or_else(|| corrupt(&id, "grant_types")))
                 .collect::<Result<_, _>>()?,
             allowed_scopes: ScopeSet::parse(&self.allowed_scopes).map_err(|_| corrupt(&id, "allowed_scopes"))?,
+            allowed_audiences: audiences(&self.allowed_audiences, "allowed_audiences")?,
+            introspection_audiences: audiences(&self.introspection_audiences, "introspection_audiences")?,
+            access_token_ttl: ttl(self.access_token_ttl, "access_token_ttl")?,
+            refresh_token_ttl: ttl(self.refresh_token_ttl, "refresh_token_ttl")?,
+            authorization_code_ttl: ttl(self.authorization_code_ttl, "authorization_code_ttl")?,
             status: ClientStatus::parse(&self.status).ok_or_else(|| corrupt(&id, "status"))?,
             client_id: self.client_id,
             client_name: self.client_name,
@@ -121,23 +137,11 @@ impl Row {
 fn write_row(c: &Client) -> WriteRow<'_> {
     WriteRow {
         client_id: &c.client_id,
-        client_name: &c.client_name,
         secret_hash: c.secret_hash.as_deref(),
         previous_secret_hash: c.previous_secret_hash.as_deref(),
         previous_secret_expires_at: c.previous_secret_expires_at,
-        token_endpoint_auth_method: c.token_endpoint_auth_method.as_str(),
-        grant_types: c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "),
-        allowed_scopes: c.allowed_scopes.to_string(),
-        require_pkce: c.require_pkce,
-        require_consent: c.require_consent,
-        trusted: c.trusted,
-        client_uri: c.client_uri.as_deref(),
-        logo_uri: c.logo_uri.as_deref(),
-        tos_uri: c.tos_uri.as_deref(),
-        policy_uri: c.policy_uri.as_deref(),
-        status: c.status.as_str(),
         created_at: c.created_at,
-        updated_at: c.updated_at,
+        settings: settings_row(c),
     }
 }
 
@@ -154,6 +158,11 @@ fn settings_row(c: &Client) -> SettingsRow<'_> {
         logo_uri: c.logo_uri.as_deref(),
         tos_uri: c.tos_uri.as_deref(),
         policy_uri: c.policy_uri.as_deref(),
+        allowed_audiences: audiences_column(&c.allowed_audiences),
+        introspection_audiences: audiences_column(&c.introspection_audiences),
+        access_token_ttl: c.access_token_ttl,
+        refresh_token_ttl: c.refresh_token_ttl,
+        authorization_code_ttl: c.authorization_code_ttl,
         status: c.status.as_str(),
         updated_at: c.updated_at,
     }

@@ -20,6 +20,11 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        allowed_audiences -> Text,
+        introspection_audiences -> Text,
+        access_token_ttl -> Nullable<BigInt>,
+        refresh_token_ttl -> Nullable<BigInt>,
+        authorization_code_ttl -> Nullable<BigInt>,
     }
 }
 

@@ -1,0 +1,112 @@
+//! What `truxectl clients` prints: JSON with `--json`, else text for people.
+
+use truxe_server::service::clients::{ClientView, Page, WithSecret};
+
+use crate::Global;
+
+pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub(super) fn output_client(client: &ClientView, global: &Global) -> anyhow::Result<()> {
+    if global.json {
+        return print_json(client);
+    }
+    print_client(client);
+    Ok(())
+}
+
+pub(super) fn output_with_secret(result: &WithSecret, global: &Global, verb: &str) -> anyhow::Result<()> {
+    if global.json {
+        return print_json(&result.body());
+    }
+    let client = &result.client;
+    println!("{verb} client {} ({})", client.client_id, client.client_name);
+    println!();
+    print_client(client);
+    match &result.client_secret {
+        Some(secret) => {
+            println!("{:<27} {}", "client_secret", secret.secret());
+            println!();
+            println!("Store this client secret now: it is shown only this once and cannot be retrieved later.");
+        }
+        None => {
+            println!();
+            println!("A public client has no secret; it must use PKCE (S256).");
+        }
+    }
+    Ok(())
+}
+
+fn print_client(c: &ClientView) {
+    let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(" ") };
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    let ttl = |v: Option<i64>| v.map_or_else(|| "- (the server's)".to_string(), |s| format!("{s} s"));
+    let rows: [(&str, String); 22] = [
+        ("client_id", c.client_id.clone()),
+        ("client_name", c.client_name.clone()),
+        ("status", c.status.clone()),
+        ("token_endpoint_auth_method", c.token_endpoint_auth_method.clone()),
+        ("grant_types", list(&c.grant_types)),
+        ("allowed_scopes", list(&c.allowed_scopes)),
+        ("redirect_uris", list(&c.redirect_uris)),
+        ("post_logout_redirect_uris", list(&c.post_logout_redirect_uris)),
+        ("require_pkce", c.require_pkce.to_string()),
+        ("require_consent", c.require_consent.to_string()),
+        ("trusted", c.trusted.to_string()),
+        ("client_uri", opt(&c.client_uri)),
+        ("logo_uri", opt(&c.logo_uri)),
+        ("tos_uri", opt(&c.tos_uri)),
+        ("policy_uri", opt(&c.policy_uri)),
+        ("allowed_audiences", list(&c.allowed_audiences)),
+        ("introspection_audiences", list(&c.introspection_audiences)),
+        ("access_token_ttl", ttl(c.access_token_ttl)),
+        ("refresh_token_ttl", ttl(c.refresh_token_ttl)),
+        ("authorization_code_ttl", ttl(c.authorization_code_ttl)),
+        ("created_at", c.created_at.to_string()),
+        ("updated_at", c.updated_at.to_string()),
+    ];
+    for (name, value) in rows {
+        println!("{name:<27} {value}");
+    }
+}
+
+pub(super) fn print_table(page: &Page) {
+    if page.clients.is_empty() {
+        println!("no clients");
+        return;
+    }
+    let header = ["CLIENT_ID", "STATUS", "AUTH", "GRANTS", "NAME"];
+    let rows: Vec<[String; 5]> = page
+        .clients
+        .iter()
+        .map(|c| {
+            [
+                c.client_id.clone(),
+                c.status.clone(),
+                c.token_endpoint_auth_method.clone(),
+                c.grant_types.join(","),
+                c.client_name.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let text: Vec<String> = cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+    if let Some(next) = &page.next {
+        println!();
+        println!("more: truxectl clients list --after {next}");
+    }
+}
