@@ -11,6 +11,7 @@ mod clients;
 mod code_flow;
 mod foundation;
 mod interop;
+mod introspection_rules;
 mod login;
 mod mail;
 mod mfa;

@@ -18,10 +18,10 @@ use crate::model::client::is_plausible_client_id;
 use crate::service::clients::{
     self as service, ClientError, ClientInput, ClientPatch, Context, Rules, ValidationError,
 };
-use crate::store::{self, StoreError};
+use crate::store;
 
 /// Larger bodies get a 413 before any parsing; a registration is a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = super::body::ADMIN_LIMIT;
 
 const ACTOR: &str = "admin";
 
@@ -267,16 +267,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     payload: web::Payload,
 ) -> Result<Option<T>, HttpResponse> {
     check_content_type(req).map_err(|e| invalid(&e))?;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) => {
-            return Err(invalid(&ValidationError::body(format!("the request body could not be read: {error}"))));
-        }
-        Err(_) => return Err(too_large()),
+    let body = match super::body::read_any(req, payload, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(super::body::BodyError::TooLarge { .. }) => return Err(too_large()),
+        Err(error) => return Err(invalid(&ValidationError::body(error.to_string()))),
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -315,17 +309,7 @@ fn error_response(error: ClientError) -> HttpResponse {
     match error {
         ClientError::Invalid(error) => invalid(&error),
         ClientError::NotFound => not_found_response(),
-        ClientError::Store(error) => {
-            tracing::error!(%error, "client admin API: storage failure");
-            match error {
-                StoreError::Pool(_) | StoreError::Unreachable { .. } => json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the server cannot reach its database; retry later",
-                ),
-                _ => json_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error"),
-            }
-        }
+        ClientError::Store(error) => super::error::storage_failure_json(&error),
     }
 }
 

@@ -182,7 +182,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
                 let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied access");
                 error_redirect(state, &request.redirect_uri, &error, request.state.as_deref())
             }
-            Decision::Allow => allow(req, state, &request, &auth, &scope).await,
+            Decision::Allow => allow(req, state, &request, &client, &auth, &scope).await,
         };
     }
 
@@ -194,7 +194,7 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
             None => sign_in_redirect(state, &request, false),
         },
         Next::Issue => match signed_in {
-            Some(auth) => issue(req, state, &request, &auth, &scope).await,
+            Some(auth) => issue(req, state, &request, &client, &auth, &scope).await,
             None => sign_in_redirect(state, &request, false),
         },
     }
@@ -205,6 +205,7 @@ async fn allow(
     req: &HttpRequest,
     state: &AppState,
     request: &AuthorizationRequest,
+    client: &Client,
     auth: &Authentication,
     scope: &ScopeSet,
 ) -> HttpResponse {
@@ -218,17 +219,20 @@ async fn allow(
     if let Err(error) = granted {
         return pages::storage_failure(&error);
     }
-    issue(req, state, request, auth, scope).await
+    issue(req, state, request, client, auth, scope).await
 }
 
 async fn issue(
     req: &HttpRequest,
     state: &AppState,
     request: &AuthorizationRequest,
+    client: &Client,
     auth: &Authentication,
     scope: &ScopeSet,
 ) -> HttpResponse {
-    let ttl = i64::try_from(state.config.oauth.authorization_code_ttl.as_secs()).unwrap_or(i64::MAX);
+    // OAUTH_AUTHORIZATION_CODE_EXPIRY, or the client's shorter authorization_code_ttl.
+    let server_ttl = i64::try_from(state.config.oauth.authorization_code_ttl.as_secs()).unwrap_or(i64::MAX);
+    let ttl = client.authorization_code_ttl(server_ttl);
     let (task_request, task_auth, task_scope, task_origin) =
         (request.clone(), auth.clone(), scope.clone(), super::request_meta::of(req));
     let now = store::unix_now();

@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::client::{AuthMethod, ClientStatus, GrantType};
-use crate::service::tokens::Audiences;
+use crate::service::token::Audiences;
 
 const API: &str = "https://api.example.com";
 const REPORTS: &str = "https://reports.example.com";

@@ -8,7 +8,7 @@ use super::uris::{check_redirect_uri, check_web_uri};
 use crate::config::{Config, format_duration};
 use crate::model::client::{AuthMethod, Client, ClientStatus, GrantType};
 use crate::oauth::scope::{ScopeSet, is_scope_token};
-use crate::service::tokens::Audiences;
+use crate::service::token::Audiences;
 
 pub const MAX_NAME_CHARS: usize = 200;
 /// Per list: `redirect_uris` and `post_logout_redirect_uris` each.

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::liveness::{self, Dead};
-use super::{ClientPolicy as _, Context, PublicClients, TokenError, authenticated_client};
+use super::{Context, PublicClients, TokenError, authenticated_client};
 use crate::model::client::Client;
 use crate::oauth::client_auth::ClientCredentials;
 use crate::store::AnyConnection;
@@ -52,8 +52,7 @@ impl Introspection {
 
 /// Whether `caller` may learn about a token issued to `owner` for `audience`.
 pub fn may_introspect(caller: &Client, owner: &str, audience: Option<&str>) -> bool {
-    caller.client_id == owner
-        || audience.is_some_and(|aud| caller.introspection_audiences().iter().any(|served| served == aud))
+    caller.client_id == owner || audience.is_some_and(|aud| caller.introspects_for(aud))
 }
 
 pub fn introspect(

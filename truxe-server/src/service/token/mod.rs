@@ -17,9 +17,6 @@ pub mod refresh;
 pub mod revoke;
 pub mod userinfo;
 
-mod policy_shim;
-pub(crate) use policy_shim::ClientPolicy;
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -274,11 +271,11 @@ impl Audiences {
             .ok_or_else(|| OAuthError::invalid_target("resource is not an audience this client may request"))
     }
 
-    /// The audiences `client` may request: the ones it registered (each one of ours), else only
-    /// the server's default audience.
+    /// The audiences `client` may request: the server's default audience, and those it registered
+    /// (`allowed_audiences`) that are still ours. The default stays the default.
     pub fn for_client(&self, client: &Client) -> Audiences {
-        let registered: Vec<String> = client.allowed_audiences().iter().filter(|a| self.contains(a)).cloned().collect();
-        if registered.is_empty() { Audiences(vec![self.default_audience().to_string()]) } else { Audiences(registered) }
+        let default = self.default_audience();
+        Audiences(self.0.iter().filter(|a| client.allows_audience(a, default)).cloned().collect())
     }
 }
 
