@@ -15,6 +15,8 @@ use truxe_server::store::grants::{self as grant_store, AuthorizationCode};
 use truxe_server::store::schema::sessions;
 use truxe_server::store::unix_now;
 
+use truxe_server::store::tokens::RefreshToken;
+
 use crate::on_both_backends;
 use crate::support::flow::*;
 use crate::support::oauth::*;
@@ -39,6 +41,12 @@ on_both_backends! {
     }
     async fn code_flow_refresh_rotation_and_reuse(backend: Backend) {
         refresh_rotation_on(backend).await
+    }
+    async fn code_flow_refresh_retry_within_grace(backend: Backend) {
+        refresh_retry_within_grace_on(backend).await
+    }
+    async fn code_flow_concurrent_refreshes(backend: Backend) {
+        refresh_concurrent_on(backend).await
     }
     async fn code_flow_userinfo_errors(backend: Backend) {
         userinfo_errors_on(backend).await
@@ -119,11 +127,31 @@ async fn confidential_client_on(backend: Backend) {
         post_form(&server, "/oauth-provider/userinfo", Some(&format!("Bearer {access_token}")), String::new()).await;
     assert_eq!((posted.status, &posted.body), (200, &info));
 
-    // Introspection by the resource server (any confidential client).
+    // Introspection (RFC 7662) by the client the tokens were issued to; an unrelated client
+    // learns nothing.
     let api = machine_client(&server, "client_secret_basic").await;
-    let active = introspect(&server, &api, access_token).await;
+    let active = introspect(&server, &app, access_token).await;
     assert_eq!(active["active"], true, "{active}");
     assert_eq!(active["sub"], user_id);
+    assert_eq!(active["client_id"], app.client_id);
+    assert_eq!(active["token_type"], "Bearer");
+    assert_eq!(active["scope"], "email offline_access openid profile");
+    assert_eq!(introspect(&server, &api, access_token).await, json!({ "active": false }), "another client");
+    let refresh_info = introspect(&server, &app, refresh_token).await;
+    assert_eq!(refresh_info["active"], true, "{refresh_info}");
+    assert_eq!(refresh_info["token_type"], "refresh_token");
+    assert_eq!(refresh_info["client_id"], app.client_id);
+    assert_eq!(refresh_info["scope"], "email offline_access openid profile");
+    assert_eq!(refresh_info["sub"], user_id);
+    assert_eq!(refresh_info["iss"], ISSUER);
+    assert!(refresh_info.get("aud").is_none(), "{refresh_info}");
+    assert!(refresh_info["jti"].is_string() && refresh_info["iat"].is_i64(), "{refresh_info}");
+    assert_eq!(
+        refresh_info["exp"].as_i64().expect("exp") - refresh_info["iat"].as_i64().expect("iat"),
+        7 * 86_400,
+        "REFRESH_TOKEN_EXPIRY"
+    );
+    assert_eq!(introspect(&server, &api, refresh_token).await, json!({ "active": false }), "another client");
 
     // Refresh: new pair, the ID token again (OIDC Core §12.2), a narrower scope on request.
     let refreshed = refresh(&server, &app, refresh_token, Some("openid email")).await;
@@ -143,7 +171,8 @@ async fn confidential_client_on(backend: Backend) {
     let widen =
         refresh(&server, &app, again.body["refresh_token"].as_str().expect("rt"), Some("openid orders:read")).await;
     assert_grant_error(&widen, "invalid_scope", "refreshing never widens the scope");
-    assert_eq!(introspect(&server, &api, new_access).await["active"], true);
+    assert_eq!(introspect(&server, &app, new_access).await["active"], true);
+    assert_eq!(introspect(&server, &app, refresh_token).await, json!({ "active": false }), "rotated");
 
     // Another authorization with the same scopes: the consent on record skips the page.
     let params = request_params(&app, CALLBACK, "openid email");
@@ -160,7 +189,7 @@ async fn confidential_client_on(backend: Backend) {
     let mut conn = pool.get().expect("connection");
     use truxe_server::store::schema::audit_events as a;
     let events: Vec<(String, String)> =
-        a::table.select((a::action, a::details)).order(a::occurred_at).load(&mut conn).expect("audit");
+        a::table.select((a::action, a::details)).order(a::event_id).load(&mut conn).expect("audit");
     let actions: Vec<&str> = events.iter().map(|(action, _)| action.as_str()).collect();
     for expected in ["consent.granted", "authorization.granted", "token.issued"] {
         assert!(actions.contains(&expected), "{expected}: {actions:?}");
@@ -227,8 +256,7 @@ async fn public_client_on(backend: Backend) {
         ]),
     )
     .await;
-    assert_eq!(with_secret.status, 401, "{}", with_secret.text);
-    assert_eq!(with_secret.body["error"], "invalid_client");
+    assert_oauth_error(&with_secret, 401, "invalid_client", "a public client presenting a secret");
     // The code survived both refusals (nothing was redeemed).
     assert_eq!(exchange(&server, &client, &code, redirect).await.status, 200);
 }
@@ -237,7 +265,6 @@ async fn single_use_codes_on(backend: Backend) {
     let server = flow_server(backend, &[]).await;
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
-    let api = machine_client(&server, "client_secret_basic").await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
 
     let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
@@ -245,59 +272,65 @@ async fn single_use_codes_on(backend: Backend) {
     assert_eq!(first.status, 200, "{}", first.body);
     let access_token = first.body["access_token"].as_str().expect("access token");
     let refresh_token = first.body["refresh_token"].as_str().expect("refresh token");
-    assert_eq!(introspect(&server, &api, access_token).await["active"], true);
+    assert_eq!(introspect(&server, &app, access_token).await["active"], true);
 
     // A second redemption fails and revokes what the first one issued.
     let second = exchange(&server, &app, &code, CALLBACK).await;
     assert_grant_error(&second, "invalid_grant", "second redemption");
-    assert_eq!(introspect(&server, &api, access_token).await, json!({ "active": false }));
+    assert_eq!(introspect(&server, &app, access_token).await, json!({ "active": false }));
+    assert_eq!(introspect(&server, &app, refresh_token).await, json!({ "active": false }));
     assert_grant_error(&refresh(&server, &app, refresh_token, None).await, "invalid_grant", "refresh after replay");
     let (status, headers, _) = userinfo_get(&server, Some(access_token)).await;
     assert_eq!(status, 401);
     assert!(challenge(&headers).contains("invalid_token"));
 }
 
+/// Eight redemptions of one code released together: exactly one wins, the others are replays
+/// that revoke what the winner got; the database holds one consumed code, one grant, one family.
 async fn concurrent_redemption_on(backend: Backend) {
     let server = flow_server(backend, &[]).await;
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
     for round in 0..2 {
-        let code = authorize_code(&agent, &app, CALLBACK, "openid").await;
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (client, url, authorization) =
-                (server.client.clone(), server.url("/oauth-provider/token"), basic(&app.client_id, &app.secret));
-            let body = form(&[
+        let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+        let request = PreparedToken::new(
+            &server,
+            &app,
+            &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
                 ("redirect_uri", CALLBACK),
                 ("code_verifier", VERIFIER),
-            ]);
-            tasks.push(tokio::spawn(async move {
-                let response = client
-                    .post(url)
-                    .header("Authorization", authorization)
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("token");
-                let status = response.status().as_u16();
-                let body: Value = response.json().await.expect("json");
-                (status, body)
-            }));
-        }
-        let mut wins = 0;
-        for task in tasks {
-            let (status, body) = task.await.expect("task");
-            match status {
-                200 => wins += 1,
-                400 => assert_eq!(body["error"], "invalid_grant", "{body}"),
-                other => panic!("round {round}: {other} {body}"),
+            ],
+        );
+        let answers = send_together(vec![request; 8]).await;
+        let mut winners = Vec::new();
+        for answer in &answers {
+            match answer.status {
+                200 => winners.push(answer),
+                _ => assert_grant_error(answer, "invalid_grant", &format!("round {round}: a losing redemption")),
             }
         }
-        assert_eq!(wins, 1, "round {round}: exactly one redemption wins");
+        assert_eq!(winners.len(), 1, "round {round}: exactly one redemption wins");
+        let winner = &winners[0].body;
+
+        let row = code_row(&server, &code);
+        assert!(row.consumed_at.is_some(), "round {round}: {row:?}");
+        let grant_id = row.grant_id.clone().unwrap_or_else(|| panic!("round {round}: no grant on the code: {row:?}"));
+        let grants = grants_of(&server, &app.client_id);
+        assert_eq!(grants.len(), round + 1, "round {round}: one grant per code, the losers left none: {grants:?}");
+        let grant = grants.iter().find(|g| g.grant_id == grant_id).expect("the code's grant");
+        assert_eq!(payload(winner["access_token"].as_str().expect("at"))["gid"], grant_id.as_str());
+        let tokens = family(&server, &grant_id);
+        assert_eq!(tokens.len(), 1, "round {round}: one refresh token: {tokens:?}");
+        // The seven replays revoked the winner's grant and with it everything it issued.
+        assert!(grant.revoked_at.is_some(), "round {round}: {grant:?}");
+        assert!(tokens[0].revoked_at.is_some(), "round {round}: {tokens:?}");
+        let access = winner["access_token"].as_str().expect("access token");
+        assert_eq!(introspect(&server, &app, access).await, json!({ "active": false }), "round {round}");
+        let refresh_token = winner["refresh_token"].as_str().expect("refresh token");
+        assert_grant_error(&refresh(&server, &app, refresh_token, None).await, "invalid_grant", "the winner's");
     }
 }
 
@@ -399,12 +432,12 @@ async fn refresh_rotation_on(backend: Backend) {
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
     let other = web_app(&server).await;
-    let api = machine_client(&server, "client_secret_basic").await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
 
     let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
     let first = exchange(&server, &app, &code, CALLBACK).await;
     let rt1 = first.body["refresh_token"].as_str().expect("refresh token").to_string();
+    let access1 = first.body["access_token"].as_str().expect("access token").to_string();
 
     assert_grant_error(&refresh(&server, &other, &rt1, None).await, "invalid_grant", "another client's refresh token");
     assert_grant_error(
@@ -416,69 +449,42 @@ async fn refresh_rotation_on(backend: Backend) {
     let second = refresh(&server, &app, &rt1, None).await;
     assert_eq!(second.status, 200, "{}", second.body);
     let rt2 = second.body["refresh_token"].as_str().expect("rotated").to_string();
-    // Within the grace window (10 s by default) the old token works again: a lost response retried.
-    let retry = refresh(&server, &app, &rt1, None).await;
-    assert_eq!(retry.status, 200, "retry within the grace: {}", retry.body);
-    let rt3 = retry.body["refresh_token"].as_str().expect("rotated").to_string();
-    let access = retry.body["access_token"].as_str().expect("access token").to_string();
-    // The retry replaced the successor it answered before: at most one child is ever live.
-    assert_grant_error(&refresh(&server, &app, &rt2, None).await, "invalid_grant", "replaced successor");
-    assert_eq!(introspect(&server, &api, &access).await["active"], true, "a retry does not revoke the family");
+    let access2 = second.body["access_token"].as_str().expect("access token").to_string();
+    let rotated = refresh_row(&server, &rt1);
+    assert!(rotated.rotated_at.is_some(), "{rotated:?}");
+    assert_eq!(rotated.replaced_by.as_deref(), Some(refresh_row(&server, &rt2).jti.as_str()));
+    assert_eq!(introspect(&server, &app, &access1).await["active"], true, "rotation leaves access tokens alone");
 
-    // After the grace the same reuse is a replay: the whole family is revoked.
-    set_rotated_at(&server, unix_now() - 60);
-    assert_grant_error(&refresh(&server, &app, &rt1, None).await, "invalid_grant", "reuse after the grace");
-    for (token, context) in [(&rt2, "sibling"), (&rt3, "newest")] {
-        assert_grant_error(&refresh(&server, &app, token, None).await, "invalid_grant", context);
+    // No grace by default (TRUXE_REFRESH_REUSE_GRACE=0): the rotated token presented again is
+    // a replay, and the whole family is revoked, the newest refresh token and every access token.
+    assert_grant_error(&refresh(&server, &app, &rt1, None).await, "invalid_grant", "reuse of a rotated token");
+    assert_grant_error(&refresh(&server, &app, &rt2, None).await, "invalid_grant", "its successor, family revoked");
+    for (access, context) in [(&access1, "first access token"), (&access2, "second access token")] {
+        assert_eq!(introspect(&server, &app, access).await, json!({ "active": false }), "{context}");
     }
-    assert_eq!(introspect(&server, &api, &access).await, json!({ "active": false }), "access token of the family");
+    let grant = &grants_of(&server, &app.client_id)[0];
+    assert!(grant.revoked_at.is_some(), "{grant:?}");
+    let rows = family(&server, &grant.grant_id);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|row| row.revoked_at.is_some()), "{rows:?}");
+    let events = audit_actions(&server).await;
+    assert_eq!(events.iter().filter(|(action, _, _)| action == "refresh_token.reused").count(), 1, "{events:?}");
 
-    // Within the grace, but after the successor was used: a replay, the family is revoked.
+    // Expired refresh tokens: REFRESH_TOKEN_EXPIRY sets the lifetime; the row is aged instead
+    // of waiting.
+    let hourly = flow_server(backend, &[("REFRESH_TOKEN_EXPIRY", "1h")]).await;
+    let user_id = create_user(&hourly, "ada@example.org");
+    let app = web_app(&hourly).await;
+    let (agent, _) = Agent::signed_in(&hourly, &user_id);
     let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
-    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
-    let rt2 = refresh(&server, &app, &rt1, None).await.body["refresh_token"].as_str().expect("rt").to_string();
-    let third = refresh(&server, &app, &rt2, None).await;
-    assert_eq!(third.status, 200, "{}", third.body);
-    let rt3 = third.body["refresh_token"].as_str().expect("rt").to_string();
-    let access = third.body["access_token"].as_str().expect("access token").to_string();
-    assert_eq!(introspect(&server, &api, &access).await["active"], true);
-    assert_grant_error(
-        &refresh(&server, &app, &rt1, None).await,
-        "invalid_grant",
-        "retry after the successor was used",
-    );
-    assert_grant_error(&refresh(&server, &app, &rt3, None).await, "invalid_grant", "newest, family revoked");
-    assert_eq!(introspect(&server, &api, &access).await, json!({ "active": false }), "access token of the family");
+    let rt = exchange(&hourly, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let row = refresh_row(&hourly, &rt);
+    assert_eq!(row.expires_at - row.created_at, 3600, "{row:?}");
+    set_refresh_expires_at(&hourly, &rt, unix_now() - 1);
+    assert_eq!(introspect(&hourly, &app, &rt).await, json!({ "active": false }), "expired");
+    assert_grant_error(&refresh(&hourly, &app, &rt, None).await, "invalid_grant", "expired refresh token");
 
-    // Two concurrent refreshes of one token: one rotates it, the other retries; both answer a
-    // pair, and only the refresh token issued last stays live.
-    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
-    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
-    let (a, b) = tokio::join!(refresh(&server, &app, &rt1, None), refresh(&server, &app, &rt1, None));
-    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
-    let children = [&a, &b].map(|answer| answer.body["refresh_token"].as_str().expect("rt").to_string());
-    let mut live = 0;
-    for child in &children {
-        let answer = refresh(&server, &app, child, None).await;
-        match answer.status {
-            200 => live += 1,
-            _ => assert_grant_error(&answer, "invalid_grant", "the replaced child"),
-        }
-    }
-    assert_eq!(live, 1, "exactly one child of a rotated token is live");
-
-    // No grace at all: the first reuse revokes.
-    let strict = flow_server(backend, &[("TRUXE_REFRESH_REUSE_GRACE", "0")]).await;
-    let user_id = create_user(&strict, "ada@example.org");
-    let app = web_app(&strict).await;
-    let (agent, _) = Agent::signed_in(&strict, &user_id);
-    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
-    let rt1 = exchange(&strict, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
-    let rt2 = refresh(&strict, &app, &rt1, None).await.body["refresh_token"].as_str().expect("rt").to_string();
-    assert_grant_error(&refresh(&strict, &app, &rt1, None).await, "invalid_grant", "reuse without grace");
-    assert_grant_error(&refresh(&strict, &app, &rt2, None).await, "invalid_grant", "family revoked");
-
-    // Expired refresh tokens and servers that turned refresh tokens off.
+    // Servers that turned refresh tokens off.
     let off = flow_server(backend, &[("OAUTH_ALLOW_REFRESH_TOKEN", "false")]).await;
     let user_id = create_user(&off, "ada@example.org");
     let app = web_app(&off).await;
@@ -491,15 +497,133 @@ async fn refresh_rotation_on(backend: Backend) {
     assert_grant_error(&refresh(&off, &app, &rt1, None).await, "unsupported_grant_type", "refresh turned off");
     let (_, metadata) = off.get_json("/.well-known/openid-configuration").await;
     assert_eq!(metadata["grant_types_supported"], json!(["authorization_code", "client_credentials"]));
+}
 
-    let short = flow_server(backend, &[("REFRESH_TOKEN_EXPIRY", "1s")]).await;
-    let user_id = create_user(&short, "ada@example.org");
-    let app = web_app(&short).await;
-    let (agent, _) = Agent::signed_in(&short, &user_id);
+/// With `TRUXE_REFRESH_REUSE_GRACE` set, a rotated token presented again within the grace is a
+/// client retrying a lost response; the grace is passed by ageing `rotated_at`, not by waiting.
+async fn refresh_retry_within_grace_on(backend: Backend) {
+    let server = flow_server(backend, &[("TRUXE_REFRESH_REUSE_GRACE", "10s")]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+
     let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
-    let rt = exchange(&short, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_grant_error(&refresh(&short, &app, &rt, None).await, "invalid_grant", "expired refresh token");
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let second = refresh(&server, &app, &rt1, None).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let rt2 = second.body["refresh_token"].as_str().expect("rotated").to_string();
+    // Within the grace the old token works again: a lost response retried.
+    let retry = refresh(&server, &app, &rt1, None).await;
+    assert_eq!(retry.status, 200, "retry within the grace: {}", retry.body);
+    let rt3 = retry.body["refresh_token"].as_str().expect("rotated").to_string();
+    let access = retry.body["access_token"].as_str().expect("access token").to_string();
+    assert_eq!(refresh_row(&server, &rt1).replaced_by.as_deref(), Some(refresh_row(&server, &rt3).jti.as_str()));
+    assert!(refresh_row(&server, &rt2).revoked_at.is_some(), "the retry replaced the successor it answered before");
+    assert_eq!(introspect(&server, &app, &access).await["active"], true, "a retry does not revoke the family");
+    assert_eq!(introspect(&server, &app, &rt3).await["active"], true);
+
+    // After the grace the same reuse is a replay: the whole family is revoked.
+    set_rotated_at(&server, unix_now() - 60);
+    assert_grant_error(&refresh(&server, &app, &rt1, None).await, "invalid_grant", "reuse after the grace");
+    for (token, context) in [(&rt2, "sibling"), (&rt3, "newest")] {
+        assert_grant_error(&refresh(&server, &app, token, None).await, "invalid_grant", context);
+    }
+    assert_eq!(introspect(&server, &app, &access).await, json!({ "active": false }), "access token of the family");
+
+    // Within the grace, but after the successor was used: a replay, the family is revoked.
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let rt2 = refresh(&server, &app, &rt1, None).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let third = refresh(&server, &app, &rt2, None).await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    let rt3 = third.body["refresh_token"].as_str().expect("rt").to_string();
+    let access = third.body["access_token"].as_str().expect("access token").to_string();
+    assert_eq!(introspect(&server, &app, &access).await["active"], true);
+    assert_grant_error(
+        &refresh(&server, &app, &rt1, None).await,
+        "invalid_grant",
+        "retry after the successor was used",
+    );
+    assert_grant_error(&refresh(&server, &app, &rt3, None).await, "invalid_grant", "newest, family revoked");
+    assert_eq!(introspect(&server, &app, &access).await, json!({ "active": false }), "access token of the family");
+
+    // A successor replaced by a retry is reuse evidence: presented, it revokes the family.
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let rt2 = refresh(&server, &app, &rt1, None).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let retried = refresh(&server, &app, &rt1, None).await;
+    let rt3 = retried.body["refresh_token"].as_str().expect("rt").to_string();
+    assert_grant_error(&refresh(&server, &app, &rt2, None).await, "invalid_grant", "the replaced successor");
+    assert_grant_error(&refresh(&server, &app, &rt3, None).await, "invalid_grant", "the retry's child, family revoked");
+}
+
+/// Two refreshes of one token released together. Without a grace (the default) exactly one
+/// rotates it and the other is a replay that revokes the family; with a grace the other is a
+/// retry, and exactly one child of the token stays live.
+async fn refresh_concurrent_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let request = PreparedToken::new(&server, &app, &[("grant_type", "refresh_token"), ("refresh_token", &rt1)]);
+    let answers = send_together(vec![request; 2]).await;
+    let (won, lost): (Vec<&TokenAnswer>, Vec<&TokenAnswer>) = answers.iter().partition(|a| a.status == 200);
+    assert_eq!(
+        (won.len(), lost.len()),
+        (1, 1),
+        "one rotation, one replay: {:?}",
+        answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    assert_grant_error(lost[0], "invalid_grant", "the concurrent replay");
+    let grants = grants_of(&server, &app.client_id);
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(grants[0].revoked_at.is_some(), "the replay revoked the family: {:?}", grants[0]);
+    let rows = family(&server, &grants[0].grant_id);
+    assert_eq!(rows.len(), 2, "the token and the winner's child, nothing of the loser: {rows:?}");
+    assert!(rows.iter().all(|row| row.revoked_at.is_some()), "{rows:?}");
+    let winner = &won[0].body;
+    assert_eq!(
+        introspect(&server, &app, winner["access_token"].as_str().expect("at")).await,
+        json!({ "active": false })
+    );
+    let child = winner["refresh_token"].as_str().expect("rt");
+    assert_grant_error(&refresh(&server, &app, child, None).await, "invalid_grant", "the winner's child");
+
+    let server = flow_server(backend, &[("TRUXE_REFRESH_REUSE_GRACE", "10s")]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let rt1 = exchange(&server, &app, &code, CALLBACK).await.body["refresh_token"].as_str().expect("rt").to_string();
+    let request = PreparedToken::new(&server, &app, &[("grant_type", "refresh_token"), ("refresh_token", &rt1)]);
+    let answers = send_together(vec![request; 2]).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "a rotation and a retry: {}", answer.body);
+    }
+    let grants = grants_of(&server, &app.client_id);
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(grants[0].revoked_at.is_none(), "a retry is no replay: {:?}", grants[0]);
+    let rows = family(&server, &grants[0].grant_id);
+    assert_eq!(rows.len(), 3, "the token and one child per answer: {rows:?}");
+    let children: Vec<RefreshToken> =
+        answers.iter().map(|a| refresh_row(&server, a.body["refresh_token"].as_str().expect("rt"))).collect();
+    let live: Vec<&RefreshToken> =
+        children.iter().filter(|c| c.revoked_at.is_none() && c.rotated_at.is_none()).collect();
+    assert_eq!(live.len(), 1, "exactly one child of a rotated token is live: {children:?}");
+    assert_eq!(
+        refresh_row(&server, &rt1).replaced_by.as_deref(),
+        Some(live[0].jti.as_str()),
+        "the live child is the successor"
+    );
+    let (live_answer, replaced_answer) =
+        if children[0].jti == live[0].jti { (&answers[0], &answers[1]) } else { (&answers[1], &answers[0]) };
+    let refreshed = refresh(&server, &app, live_answer.body["refresh_token"].as_str().expect("rt"), None).await;
+    assert_eq!(refreshed.status, 200, "the live child refreshes: {}", refreshed.body);
+    let replaced = replaced_answer.body["refresh_token"].as_str().expect("rt");
+    assert_grant_error(&refresh(&server, &app, replaced, None).await, "invalid_grant", "the replaced child");
+    assert!(grants_of(&server, &app.client_id)[0].revoked_at.is_some(), "the replaced child is reuse evidence");
 }
 
 async fn userinfo_errors_on(backend: Backend) {
@@ -598,7 +722,7 @@ async fn consents_on(backend: Backend) {
     .await;
     assert_eq!(revoked.status, 200, "{}", revoked.text);
     assert_grant_error(&refresh(&server, &app, &refresh_token, None).await, "invalid_grant", "revoked");
-    assert_eq!(introspect(&server, &api, &access).await["active"], false);
+    assert_eq!(introspect(&server, &app, &access).await, json!({ "active": false }));
     // Another client cannot revoke it; unknown ones are fine.
     let code = authorize_code(&agent, &app, CALLBACK, "openid email offline_access").await;
     let answer = exchange(&server, &app, &code, CALLBACK).await;
@@ -613,8 +737,9 @@ async fn consents_on(backend: Backend) {
         form(&[("token", &refresh_token)]),
     )
     .await;
-    assert_eq!(foreign.status, 400, "{}", foreign.text);
-    assert_eq!(introspect(&server, &api, &refresh_token).await, json!({ "active": false }), "refresh tokens");
+    assert_oauth_error(&foreign, 400, "unauthorized_client", "another client's refresh token");
+    assert_eq!(introspect(&server, &app, &refresh_token).await["active"], true, "not revoked by the other client");
+    assert_eq!(introspect(&server, &app, &access).await["active"], true, "nor its grant");
 
     // The account page lists the consent with a Withdraw button (CSRF-protected).
     let home = agent.get("/").await;
@@ -644,8 +769,9 @@ async fn consents_on(backend: Backend) {
     assert!(withdrawn.status.success(), "{}", text(&withdrawn));
     let withdrawn: Value = serde_json::from_slice(&withdrawn.stdout).expect("json");
     assert_eq!(withdrawn["consent_withdrawn"], true);
-    assert!(withdrawn["grants_revoked"].as_u64().expect("count") >= 1);
-    assert_eq!(introspect(&server, &api, &access).await["active"], false);
+    assert_eq!(withdrawn["grants_revoked"], 1, "{withdrawn}");
+    assert_eq!(introspect(&server, &app, &access).await, json!({ "active": false }));
+    assert_eq!(introspect(&server, &app, &refresh_token).await, json!({ "active": false }));
     let table = truxectl(cwd, &[], &["users", "consents", &user_id, "--database-url", &url]);
     assert!(text(&table).contains("has not allowed any application"), "{}", text(&table));
 
@@ -656,7 +782,7 @@ async fn consents_on(backend: Backend) {
     let done = agent.submit(&home, "Withdraw", &[]).await;
     assert_eq!((done.status, done.location()), (StatusCode::SEE_OTHER, "/"));
     assert!(!agent.get("/").await.body.contains("Withdraw"));
-    assert_eq!(introspect(&server, &api, &at).await["active"], false);
+    assert_eq!(introspect(&server, &app, &at).await, json!({ "active": false }));
 }
 
 async fn logout_on(backend: Backend) {
