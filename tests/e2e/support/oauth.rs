@@ -174,6 +174,18 @@ pub async fn introspect(server: &TestServer, caller: &Registered, token: &str) -
     answer.body
 }
 
+/// `POST /oauth-provider/revoke` by `caller`, authenticated its registered way.
+pub async fn revoke(server: &TestServer, caller: &Registered, token: &str, hint: Option<&str>) -> Answer {
+    let (authorization, mut pairs) = caller.credentials();
+    pairs.push(("token", token));
+    if let Some(hint) = hint {
+        pairs.push(("token_type_hint", hint));
+    }
+    let answer = post_form(server, "/oauth-provider/revoke", authorization.as_deref(), form(&pairs)).await;
+    assert!(answer.status < 500, "{}", answer.text);
+    answer
+}
+
 pub async fn jwks(server: &TestServer) -> JwkSet {
     let response = server.client.get(server.url("/oauth-provider/jwks")).send().await.expect("jwks");
     assert_eq!(response.status().as_u16(), 200);
