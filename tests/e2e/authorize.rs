@@ -412,6 +412,12 @@ async fn sign_in_on(backend: Backend) {
     // The login page pre-fills the hint.
     let login = signed_out.get(page.location()).await;
     assert!(login.body.contains("value=\"ada@example.org\""), "{}", login.body);
+    // A hint is printable text, not only ASCII (only state, nonce and code_challenge are).
+    let page = signed_out.get(&path_of(&with(&good, "login_hint", Some("zo\u{eb}@example.org")))).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{page:?}");
+    let location = url::Url::parse(&format!("http://x{}", page.location())).expect("local redirect");
+    assert_eq!(location.path(), "/login", "{}", page.location());
+    assert!(location.query_pairs().any(|(k, v)| k == "login_hint" && v == "zo\u{eb}@example.org"), "{location}");
 
     // prompt=none without a session: login_required, back to the client with state and iss.
     let none = signed_out.get(&path_of(&with(&good, "prompt", Some("none")))).await;
@@ -505,20 +511,27 @@ async fn consent_on(backend: Backend) {
     let pairs: Vec<(&str, &str)> = without.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let forbidden = agent.post("/oauth-provider/authorize", &pairs).await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN, "{forbidden:?}");
-    assert!(forbidden.headers.get("location").is_none());
+    forbidden.assert_error_page("consent without a CSRF token");
+    assert!(forbidden.body.contains("<h1>This form has expired</h1>"), "{}", forbidden.body);
     let other_browser = Agent::new(&server);
     other_browser.sign_in(&server, &user_id);
     let stolen = other_browser.submit(&consent, "Allow", &[]).await;
     assert_eq!(stolen.status, StatusCode::FORBIDDEN, "a token from another browser");
+    assert!(stolen.body.contains("<h1>This form has expired</h1>"), "{}", stolen.body);
     let mut bogus: Vec<(&str, &str)> = form_fields.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     bogus.push(("decision", "maybe"));
-    agent.post("/oauth-provider/authorize", &bogus).await.assert_error_page("unknown decision");
+    agent.post("/oauth-provider/authorize", &bogus).await.assert_error_page_says(
+        "Invalid request",
+        "The consent form was not valid.",
+        "unknown decision",
+    );
 
     // The consent post is a new request, validated again: a swapped redirect URI is a page.
-    agent
-        .submit(&consent, "Allow", &[("redirect_uri", "https://evil.example.com/cb")])
-        .await
-        .assert_error_page("tampered redirect_uri");
+    agent.submit(&consent, "Allow", &[("redirect_uri", "https://evil.example.com/cb")]).await.assert_error_page_says(
+        "Invalid request",
+        "The redirect_uri is not registered for this application.",
+        "tampered redirect_uri",
+    );
     agent.submit(&consent, "Allow", &[("scope", "openid orders:write")]).await.assert_error_redirect(
         CALLBACK,
         "invalid_scope",

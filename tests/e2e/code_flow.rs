@@ -18,6 +18,9 @@ on_both_backends! {
     async fn public_pkce_client(backend: Backend) {
         public_client_on(backend).await
     }
+    async fn amr_names_a_second_factor(backend: Backend) {
+        amr_on(backend).await
+    }
 }
 
 async fn confidential_client_on(backend: Backend) {
@@ -222,6 +225,43 @@ async fn public_client_on(backend: Backend) {
     assert_eq!(exchange(&server, &client, &code, redirect).await.status, 200);
 }
 
+/// A sign-in whose session records a second factor (`email`, `mfa`, `otp`, as `/login/mfa`
+/// leaves it): the ID token's `amr` says so (RFC 8176), and so does the one a refresh returns.
+async fn amr_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in_with(&server, &user_id, &["email", "mfa", "otp"]);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    assert_eq!(code_row(&server, &code).amr, "email mfa otp", "the code carries the session's methods");
+    let answer = exchange(&server, &app, &code, CALLBACK).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let set = jwks(&server).await;
+    let access = answer.body["access_token"].as_str().expect("access token");
+    let id_token = answer.body["id_token"].as_str().expect("id token");
+    let claims = verify_id_token_of(ISSUER, id_token, &set, &app.client_id, "n-0S6_WzA2Mj", access);
+    assert_eq!(claims["amr"], json!(["email", "mfa", "otp"]), "{claims}");
+
+    let refreshed = refresh(&server, &app, answer.body["refresh_token"].as_str().expect("rt"), None).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let again = payload(refreshed.body["id_token"].as_str().expect("id token on refresh"));
+    assert_eq!(again["amr"], json!(["email", "mfa", "otp"]), "{again}");
+    assert_eq!(again["auth_time"], claims["auth_time"]);
+
+    // The same person signed in by email alone: amr is only email.
+    let (plain, _) = Agent::signed_in(&server, &user_id);
+    let code = authorize_code(&plain, &app, CALLBACK, "openid").await;
+    let answer = exchange(&server, &app, &code, CALLBACK).await;
+    let claims = verify_id_token(
+        answer.body["id_token"].as_str().expect("id token"),
+        &set,
+        &app.client_id,
+        "n-0S6_WzA2Mj",
+        answer.body["access_token"].as_str().expect("access token"),
+    );
+    assert_eq!(claims["amr"], json!(["email"]));
+}
+
 #[tokio::test]
 async fn discovery_lists_what_works() {
     let server = flow_server(Backend::Sqlite, &[]).await;
@@ -249,14 +289,23 @@ async fn discovery_lists_what_works() {
     }
     let oauth = server.get_json("/.well-known/oauth-authorization-server").await.1;
     assert_eq!(oauth, metadata);
-    // Every advertised endpoint answers on this server.
-    for member in ["authorization_endpoint", "userinfo_endpoint", "end_session_endpoint"] {
-        let path = metadata[member].as_str().expect("url").trim_start_matches(ISSUER).to_string();
-        let response = server.client.get(server.url(&path)).send().await.expect("get");
-        assert!(
-            response.status().as_u16() != 404 && response.status().as_u16() < 500,
-            "{member}: {}",
-            response.status()
-        );
-    }
+    // Every advertised endpoint answers on this server, as that endpoint: a bare request gets
+    // that endpoint's own refusal.
+    let path = |member: &str| metadata[member].as_str().expect("url").trim_start_matches(ISSUER).to_string();
+    let agent = Agent::new(&server);
+    agent.get(&path("authorization_endpoint")).await.assert_error_page_says(
+        "Invalid request",
+        "Unknown application (client_id).",
+        "authorization_endpoint without parameters",
+    );
+    let response = server.client.get(server.url(&path("userinfo_endpoint"))).send().await.expect("userinfo");
+    assert_eq!(
+        (response.status().as_u16(), challenge(response.headers()).as_str()),
+        (401, r#"Bearer realm="truxe""#),
+        "userinfo_endpoint without a token"
+    );
+    let signed_out = agent.get(&path("end_session_endpoint")).await;
+    assert_eq!(signed_out.status, StatusCode::OK, "end_session_endpoint: {signed_out:?}");
+    assert!(signed_out.body.contains("<h1>Sign out</h1>"), "{}", signed_out.body);
+    assert!(signed_out.body.contains("You are not signed in on this browser."), "{}", signed_out.body);
 }

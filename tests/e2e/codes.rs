@@ -22,6 +22,9 @@ on_both_backends! {
     async fn bad_exchanges(backend: Backend) {
         bad_exchanges_on(backend).await
     }
+    async fn expired_codes_are_purged(backend: Backend) {
+        expired_codes_are_purged_on(backend).await
+    }
 }
 
 async fn single_use_codes_on(backend: Backend) {
@@ -43,9 +46,13 @@ async fn single_use_codes_on(backend: Backend) {
     assert_eq!(introspect(&server, &app, access_token).await, json!({ "active": false }));
     assert_eq!(introspect(&server, &app, refresh_token).await, json!({ "active": false }));
     assert_grant_error(&refresh(&server, &app, refresh_token, None).await, "invalid_grant", "refresh after replay");
-    let (status, headers, _) = userinfo_get(&server, Some(access_token)).await;
-    assert_eq!(status, 401);
-    assert!(challenge(&headers).contains("invalid_token"));
+    assert_invalid_token(&userinfo_get(&server, Some(access_token)).await, "revoked", "userinfo after the replay");
+    let grant = &grants_of(&server, &app.client_id)[0];
+    assert!(grant.revoked_at.is_some(), "{grant:?}");
+    let events = audit_actions(&server).await;
+    assert_eq!(events.iter().filter(|(action, _, _)| action == "authorization_code.reused").count(), 1, "{events:?}");
+    // A third presentation: still refused, nothing more to revoke.
+    assert_grant_error(&exchange(&server, &app, &code, CALLBACK).await, "invalid_grant", "third redemption");
 }
 
 /// Eight redemptions of one code released together: exactly one wins, the others are replays
@@ -123,13 +130,20 @@ async fn bad_exchanges_on(backend: Backend) {
         ("https://app.example.com:443/callback", "port"),
         ("https://app.example.com/callback?x=1", "query"),
         ("http://127.0.0.1:8080/cb", "the other registered URI"),
+        ("http://127.0.0.1:9999/cb", "the other registered URI on another loopback port"),
     ] {
         assert_grant_error(&exchange(&server, &app, &code, uri).await, "invalid_grant", context);
     }
     let missing_uri =
         token(&server, &app, &[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER)])
             .await;
-    assert_grant_error(&missing_uri, "invalid_request", "two registered URIs: redirect_uri is required");
+    // RFC 6749 §4.1.3: the authorization request carried redirect_uri, so the token request must.
+    assert_grant_error(&missing_uri, "invalid_request", "redirect_uri left out of the token request");
+    assert!(
+        missing_uri.body["error_description"].as_str().is_some_and(|d| d.contains("redirect_uri")),
+        "{}",
+        missing_uri.body
+    );
     // Another client's code (and nothing burned by it).
     assert_grant_error(&exchange(&server, &other, &code, CALLBACK).await, "invalid_grant", "other client's code");
     for bad in ["", "x", "not a code", &"A".repeat(10 * 1024), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
@@ -187,5 +201,67 @@ async fn bad_exchanges_on(backend: Backend) {
         "grant_type=authorization_code&code=a&code=b",
     )
     .await;
-    assert_eq!((repeated.status, repeated.body["error"].as_str()), (400, Some("invalid_request")));
+    assert_oauth_error(&repeated, 400, "invalid_request", "code repeated");
+
+    // A code whose authorization request had no redirect_uri: the token request may leave it
+    // out, but one it names must still be the code's.
+    let implicit_uri = "implicituri0123456789abcdefghijklmnopqrstu";
+    let mut unnamed = row(implicit_uri, now + 600, None);
+    unnamed.redirect_uri_given = false;
+    grant_store::insert_code(&mut conn, &unnamed).expect("insert");
+    let named_wrong = token(
+        &server,
+        &app,
+        &[("grant_type", "authorization_code"), ("code", implicit_uri), ("redirect_uri", "http://127.0.0.1:8080/cb")],
+    )
+    .await;
+    assert_grant_error(&named_wrong, "invalid_grant", "another redirect_uri than the code's");
+    let unnamed_answer = token(&server, &app, &[("grant_type", "authorization_code"), ("code", implicit_uri)]).await;
+    assert_eq!(unnamed_answer.status, 200, "{}", unnamed_answer.body);
+}
+
+/// The housekeeping purge (`grant_store::delete_expired_codes`, hourly, a day after expiry):
+/// it drops only codes long expired, and keeps what replay detection needs.
+async fn expired_codes_are_purged_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let redeemed = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    assert_eq!(exchange(&server, &app, &redeemed, CALLBACK).await.status, 200);
+    let open = authorize_code(&agent, &app, CALLBACK, "openid").await;
+
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    let now = unix_now();
+    let aged = |code: &str, expires_at: i64| AuthorizationCode {
+        code_hash: truxe_server::service::authorize::token_hash(code),
+        expires_at,
+        created_at: expires_at - 600,
+        ..code_row(&server, &open)
+    };
+    let long_expired = "longexpiredcode0123456789abcdefghijklmnopq";
+    let just_expired = "justexpiredcode0123456789abcdefghijklmnopq";
+    grant_store::insert_code(&mut conn, &aged(long_expired, now - 2 * 86_400)).expect("insert");
+    grant_store::insert_code(&mut conn, &aged(just_expired, now - 60)).expect("insert");
+
+    assert_eq!(grant_store::delete_expired_codes(&mut conn, now - 86_400).expect("purge"), 1);
+    let find = |conn: &mut _, code: &str| {
+        grant_store::find_code(conn, &truxe_server::service::authorize::token_hash(code)).expect("query")
+    };
+    assert!(find(&mut conn, long_expired).is_none(), "a code expired two days ago is gone");
+    for code in [just_expired, &open, &redeemed] {
+        assert!(find(&mut conn, code).is_some(), "kept: {code}");
+    }
+    assert_eq!(grant_store::delete_expired_codes(&mut conn, now - 86_400).expect("purge"), 0, "nothing more");
+
+    for code in [long_expired, just_expired] {
+        assert_grant_error(&exchange(&server, &app, code, CALLBACK).await, "invalid_grant", code);
+    }
+    assert_eq!(exchange(&server, &app, &open, CALLBACK).await.status, 200, "a live code survives the purge");
+    // The redeemed code's row is still there, so its replay still revokes its grant.
+    assert_grant_error(&exchange(&server, &app, &redeemed, CALLBACK).await, "invalid_grant", "replay after purge");
+    let grant_id = code_row(&server, &redeemed).grant_id.expect("grant");
+    let grant = grants_of(&server, &app.client_id).into_iter().find(|g| g.grant_id == grant_id).expect("grant");
+    assert!(grant.revoked_at.is_some(), "{grant:?}");
 }

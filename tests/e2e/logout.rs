@@ -31,26 +31,53 @@ async fn logout_on(backend: Backend) {
     assert_eq!(metadata["end_session_endpoint"], format!("{ISSUER}/logout"));
 
     // Invalid requests: error pages, never a redirect.
-    let bad = [
-        (form(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", "https://evil.example/")]), "unregistered"),
-        (form(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", &format!("{bye}/"))]), "trailing slash"),
-        (form(&[("post_logout_redirect_uri", bye)]), "no client"),
-        (form(&[("id_token_hint", "a.b.c"), ("post_logout_redirect_uri", bye)]), "garbage hint"),
-        (form(&[("client_id", "cl_unknown"), ("post_logout_redirect_uri", bye)]), "unknown client"),
-    ];
-    for (query, context) in &bad {
-        agent.get(&format!("/logout?{query}")).await.assert_error_page(context);
-    }
-    // A hint signed by another key, and one for another client than client_id says.
+    const REFUSED: &str = "Cannot sign out from this application";
+    const UNREGISTERED: &str = "The post_logout_redirect_uri is not registered for this application.";
+    const NOT_OURS: &str = "The id_token_hint is not an ID token issued by this server.";
+    const UNKNOWN: &str = "The application asking to sign you out is unknown or disabled.";
     let stranger = truxe_server::keys::SigningKey::generate(truxe_server::keys::Algorithm::RS256, 2048).expect("key");
-    let forged = truxe_server::jwt::TokenKeys::new(&stranger)
+    let foreign_hint = truxe_server::jwt::TokenKeys::new(&stranger)
         .expect("keys")
         .encode_id_token(&json!({ "iss": ISSUER, "sub": user_id, "aud": app.client_id, "exp": 1, "iat": 0 }))
         .expect("forged");
-    agent.get(&format!("/logout?{}", form(&[("id_token_hint", &forged)]))).await.assert_error_page("foreign key");
     let other = spa(&server).await;
-    let mismatch = form(&[("id_token_hint", &id_token), ("client_id", &other.client_id)]);
-    agent.get(&format!("/logout?{mismatch}")).await.assert_error_page("client_id mismatch");
+    let suspended = web_app(&server).await;
+    set_client_status(&server, &suspended.client_id, "suspended").await;
+    let long_state = "s".repeat(9 * 1024);
+    let bad = [
+        (
+            form(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", "https://evil.example/")]),
+            UNREGISTERED,
+            "unregistered",
+        ),
+        (
+            form(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", &format!("{bye}/"))]),
+            UNREGISTERED,
+            "trailing slash",
+        ),
+        (
+            form(&[("post_logout_redirect_uri", bye)]),
+            "A post_logout_redirect_uri needs the client_id or an id_token_hint.",
+            "no client",
+        ),
+        (form(&[("id_token_hint", "a.b.c"), ("post_logout_redirect_uri", bye)]), NOT_OURS, "garbage hint"),
+        (form(&[("id_token_hint", &foreign_hint)]), NOT_OURS, "a hint signed by another key"),
+        (form(&[("client_id", "cl_unknown"), ("post_logout_redirect_uri", bye)]), UNKNOWN, "unknown client"),
+        (form(&[("client_id", &suspended.client_id)]), UNKNOWN, "suspended client"),
+        (
+            form(&[("id_token_hint", &id_token), ("client_id", &other.client_id)]),
+            "The client_id does not match the id_token_hint.",
+            "a hint for another client than client_id",
+        ),
+        (
+            form(&[("client_id", &app.client_id), ("state", &long_state)]),
+            "The sign-out request is too long.",
+            "too long",
+        ),
+    ];
+    for (query, message, context) in &bad {
+        agent.get(&format!("/logout?{query}")).await.assert_error_page_says(REFUSED, message, context);
+    }
 
     // The real thing: an expired hint is fine; the user confirms; back to the app with state.
     let expired_hint = truxe_server::jwt::TokenKeys::new(test_key())
@@ -60,11 +87,15 @@ async fn logout_on(backend: Backend) {
     let query = form(&[("id_token_hint", &expired_hint), ("post_logout_redirect_uri", bye), ("state", "xyz 1")]);
     let confirm = agent.get(&format!("/logout?{query}")).await;
     assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
-    assert!(confirm.body.contains("Orders Web") && confirm.body.contains("ada@example.org"), "{}", confirm.body);
+    assert!(confirm.body.contains("<h1>Sign out</h1>"), "{}", confirm.body);
+    assert!(confirm.body.contains("<strong>Orders Web</strong> asks to sign you out."), "{}", confirm.body);
+    assert!(confirm.body.contains("You are signed in as <strong>ada@example.org</strong>."), "{}", confirm.body);
     let no_csrf = agent.post("/logout", &[("post_logout_redirect_uri", bye), ("client_id", &app.client_id)]).await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    assert!(no_csrf.body.contains("<h1>This form has expired</h1>"), "{}", no_csrf.body);
     let tampered = agent.submit(&confirm, "Sign out", &[("post_logout_redirect_uri", "https://evil.example/")]).await;
-    tampered.assert_error_page("tampered confirmation");
+    tampered.assert_error_page_says(REFUSED, UNREGISTERED, "tampered confirmation");
+    assert_eq!(agent.get("/").await.status, StatusCode::OK, "still signed in after the refusals");
     let done = agent.submit(&confirm, "Sign out", &[]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
     assert_eq!(done.location(), format!("{bye}?state=xyz+1"));
@@ -83,5 +114,6 @@ async fn logout_on(backend: Backend) {
     let confirm = agent.get(&format!("/logout?{}", form(&[("client_id", &app.client_id)]))).await;
     let done = agent.submit(&confirm, "Sign out", &[]).await;
     assert_eq!(done.status, StatusCode::OK);
-    assert!(done.body.contains("Signed out"), "{}", done.body);
+    assert!(done.body.contains("<h1>Signed out</h1>"), "{}", done.body);
+    assert!(confirm.body.contains("<strong>Orders Web</strong> asks to sign you out."), "{}", confirm.body);
 }

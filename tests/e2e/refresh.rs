@@ -20,6 +20,9 @@ on_both_backends! {
     async fn concurrent_refreshes(backend: Backend) {
         refresh_concurrent_on(backend).await
     }
+    async fn for_a_disabled_or_deleted_user(backend: Backend) {
+        inactive_user_on(backend).await
+    }
 }
 
 async fn refresh_rotation_on(backend: Backend) {
@@ -219,4 +222,51 @@ async fn refresh_concurrent_on(backend: Backend) {
     let replaced = replaced_answer.body["refresh_token"].as_str().expect("rt");
     assert_grant_error(&refresh(&server, &app, replaced, None).await, "invalid_grant", "the replaced child");
     assert!(grants_of(&server, &app.client_id)[0].revoked_at.is_some(), "the replaced child is reuse evidence");
+}
+
+/// A refresh for a user who was disabled or deleted since the sign-in is `invalid_grant`, and
+/// the tokens already issued stop working with it.
+async fn inactive_user_on(backend: Backend) {
+    use truxe_server::model::user::UserStatus;
+    use truxe_server::service::users as user_service;
+    let server = flow_server(backend, &[]).await;
+    let app = web_app(&server).await;
+    let sign_in = |email: &'static str| {
+        let (server, app) = (&server, &app);
+        async move {
+            let user_id = create_user(server, email);
+            let (agent, _) = Agent::signed_in(server, &user_id);
+            let code = authorize_code(&agent, app, CALLBACK, "openid offline_access").await;
+            let answer = exchange(server, app, &code, CALLBACK).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let token = |name: &str| answer.body[name].as_str().expect(name).to_string();
+            (user_id, token("access_token"), token("refresh_token"))
+        }
+    };
+    let (disabled, disabled_access, disabled_refresh) = sign_in("ada@example.org").await;
+    let (deleted, deleted_access, deleted_refresh) = sign_in("grace@example.org").await;
+    let (_, kept_access, kept_refresh) = sign_in("mary@example.org").await;
+
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    user_service::set_status(&mut conn, &disabled, UserStatus::Disabled, "test", unix_now()).expect("disable");
+    user_service::delete(&mut conn, &deleted, "test", unix_now()).expect("delete");
+
+    for (refresh_token, access, context) in
+        [(&disabled_refresh, &disabled_access, "disabled user"), (&deleted_refresh, &deleted_access, "deleted user")]
+    {
+        assert_grant_error(&refresh(&server, &app, refresh_token, None).await, "invalid_grant", context);
+        assert_eq!(introspect(&server, &app, refresh_token).await, json!({ "active": false }), "{context}");
+        assert_eq!(introspect(&server, &app, access).await, json!({ "active": false }), "{context}");
+        assert_invalid_token(&userinfo_get(&server, Some(access)).await, "", context);
+    }
+    let answer = refresh(&server, &app, &disabled_refresh, None).await;
+    assert!(
+        answer.body["error_description"].as_str().is_some_and(|d| d.contains("disabled or deleted")),
+        "{}",
+        answer.body
+    );
+    // Another user of the same client is untouched.
+    assert_eq!(introspect(&server, &app, &kept_access).await["active"], true);
+    assert_eq!(refresh(&server, &app, &kept_refresh, None).await.status, 200);
 }

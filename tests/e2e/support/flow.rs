@@ -481,7 +481,7 @@ pub fn refresh_row(server: &TestServer, refresh_token: &str) -> RefreshToken {
     token_store::find_refresh_token(&mut conn, &token_hash(refresh_token)).expect("query").expect("the token's row")
 }
 
-/// Every grant of `client_id`, oldest first.
+/// Every grant of `client_id` (ordered by `created_at`, whole seconds: find one by its id).
 pub fn grants_of(server: &TestServer, client_id: &str) -> Vec<Grant> {
     let pool = pool(server);
     let mut conn = pool.get().expect("connection");
