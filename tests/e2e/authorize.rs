@@ -5,16 +5,17 @@
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::json;
+use truxe_server::oauth::pkce;
 use truxe_server::store::schema::sessions;
 use truxe_server::store::unix_now;
 
 use crate::on_both_backends;
 use crate::support::Backend;
 use crate::support::flow::{
-    Agent, CALLBACK, VERIFIER, authorize_code, create_user, exchange, flow_server, path_of, pool, request_params, spa,
-    web_app,
+    Agent, CALLBACK, VERIFIER, assert_grant_error, authorize_code, create_user, exchange, flow_server, path_of, pool,
+    request_params, spa, web_app,
 };
-use crate::support::oauth::{form, register};
+use crate::support::oauth::{form, register, set_client_status};
 
 on_both_backends! {
     async fn authorize_untrusted_redirects_get_error_pages(backend: Backend) {
@@ -28,6 +29,12 @@ on_both_backends! {
     }
     async fn authorize_consent_allow_deny_and_csrf(backend: Backend) {
         consent_on(backend).await
+    }
+    async fn authorize_loopback_redirect_uris_match_any_port(backend: Backend) {
+        loopback_redirect_uris_on(backend).await
+    }
+    async fn authorize_redirect_uri_omitted(backend: Backend) {
+        redirect_uri_omitted_on(backend).await
     }
 }
 
@@ -52,18 +59,42 @@ async fn error_pages_on(backend: Backend) {
     let (agent, _) = Agent::signed_in(&server, &user_id);
     let good = request_params(&app, CALLBACK, "openid email");
     let ten_kb = "a".repeat(10 * 1024);
+    const UNKNOWN: &str = "Unknown application (client_id).";
+    const UNREGISTERED: &str = "The redirect_uri is not registered for this application.";
 
-    let mut cases: Vec<(String, String)> = vec![
-        (path_of(&with(&good, "client_id", None)), "client_id missing".into()),
-        (path_of(&with(&good, "client_id", Some("cl_unknown"))), "unknown client".into()),
-        (path_of(&with(&good, "client_id", Some("cl_x'; DROP TABLE oauth_clients; --"))), "malformed client".into()),
-        (path_of(&with(&good, "client_id", Some(&ten_kb))), "oversized client_id".into()),
-        (repeated(&good, "client_id"), "client_id repeated".into()),
-        (repeated(&good, "redirect_uri"), "redirect_uri repeated".into()),
-        (path_of(&with(&good, "redirect_uri", None)), "redirect_uri missing (two registered)".into()),
-        (path_of(&with(&good, "redirect_uri", Some(&ten_kb))), "oversized redirect_uri".into()),
-        (format!("{}&scope=%FF", path_of(&with(&good, "scope", None))), "invalid UTF-8".into()),
-        (format!("/oauth-provider/authorize?{}", "a".repeat(17 * 1024)), "query too long".into()),
+    // (request, the page's message, what is wrong)
+    let mut cases: Vec<(String, &str, String)> = vec![
+        (path_of(&with(&good, "client_id", None)), UNKNOWN, "client_id missing".into()),
+        (path_of(&with(&good, "client_id", Some("cl_unknown"))), UNKNOWN, "unknown client".into()),
+        (
+            path_of(&with(&good, "client_id", Some("cl_x'; DROP TABLE oauth_clients; --"))),
+            UNKNOWN,
+            "malformed client".into(),
+        ),
+        (path_of(&with(&good, "client_id", Some("cl_a\u{1}b"))), UNKNOWN, "control character in client_id".into()),
+        (path_of(&with(&good, "client_id", Some(&ten_kb))), UNKNOWN, "oversized client_id".into()),
+        (repeated(&good, "client_id"), "The client_id parameter appears more than once.", "client_id repeated".into()),
+        (
+            repeated(&good, "redirect_uri"),
+            "The redirect_uri parameter appears more than once.",
+            "redirect_uri repeated".into(),
+        ),
+        (
+            path_of(&with(&good, "redirect_uri", None)),
+            "The redirect_uri parameter is required (OpenID Connect).",
+            "redirect_uri missing (openid)".into(),
+        ),
+        (
+            path_of(&with(&with(&good, "redirect_uri", None), "scope", Some("email"))),
+            "The redirect_uri parameter is required.",
+            "redirect_uri missing (two registered)".into(),
+        ),
+        (path_of(&with(&good, "redirect_uri", Some(&ten_kb))), UNREGISTERED, "oversized redirect_uri".into()),
+        (
+            format!("{}&scope=%FF", path_of(&with(&good, "scope", None))),
+            "The request could not be read (a parameter was not valid text).",
+            "invalid UTF-8".into(),
+        ),
     ];
     for (uri, context) in [
         ("https://app.example.com/callback/", "trailing slash"),
@@ -75,46 +106,126 @@ async fn error_pages_on(backend: Backend) {
         ("https://app.example.com/callback#frag", "fragment"),
         ("http://app.example.com/callback", "scheme"),
         ("https://evil.example.com/callback", "other host"),
+        ("https://app.example.com/call\u{7}back", "control character"),
         ("not a uri", "malformed"),
+        // The loopback exception is for the port alone (RFC 8252 §7.3).
+        ("http://127.0.0.1:51004/cb/", "loopback, another port and a trailing slash"),
+        ("http://127.0.0.1:8080/cb?x=1", "loopback with a query"),
+        ("http://127.0.0.2:8080/cb", "another loopback address"),
+        ("http://localhost:8080/cb", "localhost is not the registered IP literal"),
+        ("https://127.0.0.1:8080/cb", "loopback over https"),
     ] {
-        cases.push((path_of(&with(&good, "redirect_uri", Some(uri))), context.into()));
+        cases.push((path_of(&with(&good, "redirect_uri", Some(uri))), UNREGISTERED, context.into()));
     }
     // A suspended client gets a page too.
     let suspended = web_app(&server).await;
-    let patched = server
-        .client
-        .patch(server.url(&format!("/oauth-provider/clients/{}", suspended.client_id)))
-        .bearer_auth(crate::support::oauth::ADMIN_TOKEN)
-        .json(&json!({ "status": "suspended" }))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(patched.status().as_u16(), 200);
-    cases.push((path_of(&request_params(&suspended, CALLBACK, "openid")), "suspended client".into()));
+    set_client_status(&server, &suspended.client_id, "suspended").await;
+    cases.push((
+        path_of(&request_params(&suspended, CALLBACK, "openid")),
+        "This application is disabled.",
+        "suspended client".into(),
+    ));
 
-    for (path, context) in &cases {
-        agent.get(path).await.assert_error_page(context);
+    for (path, message, context) in &cases {
+        agent.get(path).await.assert_error_page_says("Invalid request", message, context);
         // The same request as a form post (OIDC Core §3.1.2.1 allows POST).
         let body = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
-        if body.len() < 16 * 1024 {
-            let response = agent
-                .client
-                .post(server.url("/oauth-provider/authorize"))
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .expect("post");
-            assert!(response.status().is_client_error(), "POST {context}: {}", response.status());
-            assert!(response.headers().get("location").is_none(), "POST {context}: redirected");
-        }
+        let response = agent
+            .client
+            .post(server.url("/oauth-provider/authorize"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        Agent::page(response).await.assert_error_page_says("Invalid request", message, &format!("POST {context}"));
     }
+    // A query longer than any form the endpoint reads.
+    let too_long = agent.get(&format!("/oauth-provider/authorize?{}", "a".repeat(17 * 1024))).await;
+    assert_eq!(too_long.status, StatusCode::URI_TOO_LONG);
+    too_long.assert_error_page_says("Address too long", "The address of this page is too long.", "query too long");
     // Signed out, the same: the page comes before anything else.
     let stranger = Agent::new(&server);
     stranger
         .get(&path_of(&with(&good, "redirect_uri", Some("https://evil.example.com/"))))
         .await
-        .assert_error_page("signed out");
+        .assert_error_page_says("Invalid request", UNREGISTERED, "signed out");
+}
+
+/// Loopback IP redirect URIs (RFC 8252 §7.3): registered with one port, they match on any port,
+/// for 127.0.0.1 and [::1] alike; the code is bound to the URI as presented. `localhost` is not
+/// an IP literal and matches only exactly.
+async fn loopback_redirect_uris_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let native = register(
+        &server,
+        json!({
+            "client_name": "Native app",
+            "redirect_uris": ["http://127.0.0.1:8080/cb", "http://[::1]:8080/cb", "http://localhost:8080/cb"],
+            "token_endpoint_auth_method": "none",
+            "require_consent": false,
+        }),
+    )
+    .await;
+    for presented in ["http://127.0.0.1:51004/cb", "http://127.0.0.1/cb", "http://[::1]:1234/cb"] {
+        let page = agent.get(&path_of(&request_params(&native, presented, "openid"))).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{presented}: {page:?}");
+        assert!(page.location().starts_with(&format!("{presented}?")), "{presented}: {}", page.location());
+        let code = page.param("code").unwrap_or_else(|| panic!("{presented}: no code in {}", page.location()));
+        // The exchange names the URI of the authorization request, not the registered one.
+        let registered = if presented.contains("[::1]") { "http://[::1]:8080/cb" } else { "http://127.0.0.1:8080/cb" };
+        let answer = exchange(&server, &native, &code, registered).await;
+        assert_grant_error(&answer, "invalid_grant", &format!("{presented}: exchanged with the registered URI"));
+        let answer = exchange(&server, &native, &code, presented).await;
+        assert_eq!(answer.status, 200, "{presented}: {}", answer.body);
+    }
+    // An error for a loopback client goes back to the port it came from.
+    let other_port = "http://127.0.0.1:40404/cb";
+    agent
+        .get(&path_of(&with(&request_params(&native, other_port, "openid"), "scope", Some("admin"))))
+        .await
+        .assert_error_redirect(other_port, "invalid_scope", "loopback error redirect");
+    agent.get(&path_of(&request_params(&native, "http://localhost:9090/cb", "openid"))).await.assert_error_page_says(
+        "Invalid request",
+        "The redirect_uri is not registered for this application.",
+        "localhost",
+    );
+    let exact = agent.get(&path_of(&request_params(&native, "http://localhost:8080/cb", "openid"))).await;
+    assert!(exact.param("code").is_some(), "localhost registered exactly: {exact:?}");
+}
+
+/// `redirect_uri` may be left out only by a plain OAuth request of a client with exactly one
+/// registered URI; an OpenID Connect request must carry it (OIDC Core §3.1.2.1).
+async fn redirect_uri_omitted_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let single = register(
+        &server,
+        json!({
+            "client_name": "One URI", "redirect_uris": [CALLBACK], "require_consent": false,
+            "allowed_scopes": ["openid", "email", "orders:read"],
+        }),
+    )
+    .await;
+    let without = |scope: &str| path_of(&with(&request_params(&single, CALLBACK, scope), "redirect_uri", None));
+    agent.get(&without("openid email")).await.assert_error_page_says(
+        "Invalid request",
+        "The redirect_uri parameter is required (OpenID Connect).",
+        "openid without redirect_uri",
+    );
+    let plain = agent.get(&without("orders:read")).await;
+    assert_eq!(plain.status, StatusCode::SEE_OTHER, "{plain:?}");
+    assert!(plain.location().starts_with(&format!("{CALLBACK}?")), "{}", plain.location());
+    let code = plain.param("code").expect("code");
+    // The authorization request carried no redirect_uri, so the token request need not either.
+    let (authorization, _) = single.credentials();
+    let body = form(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", VERIFIER)]);
+    let answer =
+        crate::support::oauth::post_form(&server, "/oauth-provider/token", authorization.as_deref(), body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
 }
 
 async fn error_redirects_on(backend: Backend) {
@@ -131,7 +242,9 @@ async fn error_redirects_on(backend: Backend) {
         (path_of(&with(&good, "response_type", Some("token"))), "unsupported_response_type", true, "implicit"),
         (path_of(&with(&good, "response_type", Some("code id_token"))), "unsupported_response_type", true, "hybrid"),
         (repeated(&good, "response_type"), "invalid_request", true, "response_type repeated"),
-        (path_of(&with(&good, "response_type", Some(&long))), "unsupported_response_type", true, "oversized type"),
+        // Any over-long parameter is invalid_request, checked before what it says.
+        (path_of(&with(&good, "response_type", Some(&long))), "invalid_request", true, "oversized type"),
+        (path_of(&with(&good, "ui_locales", Some(&long))), "invalid_request", true, "oversized unknown parameter"),
         (path_of(&with(&good, "scope", None)), "invalid_scope", true, "scope missing"),
         (path_of(&with(&good, "scope", Some("openid  email"))), "invalid_scope", true, "scope malformed"),
         (path_of(&with(&good, "scope", Some("openid admin"))), "invalid_scope", true, "scope unknown"),
@@ -173,8 +286,47 @@ async fn error_redirects_on(backend: Backend) {
             "login_hint repeated",
         ),
         (path_of(&with(&good, "response_mode", Some("fragment"))), "invalid_request", true, "response_mode"),
-        (path_of(&with(&good, "request", Some("eyJhbGciOiJub25lIn0.e30."))), "invalid_request", true, "request object"),
-        (path_of(&with(&good, "request_uri", Some("https://x/r"))), "invalid_request", true, "request_uri"),
+        // OIDC Core §3.1.2.6.
+        (
+            path_of(&with(&good, "request", Some("eyJhbGciOiJub25lIn0.e30."))),
+            "request_not_supported",
+            true,
+            "request object",
+        ),
+        (path_of(&with(&good, "request_uri", Some("https://x/r"))), "request_uri_not_supported", true, "request_uri"),
+        // Stored or echoed values are printable text: no control characters anywhere, and
+        // state, nonce and code_challenge are visible ASCII only. A state that is not is not
+        // echoed back.
+        (path_of(&with(&good, "state", Some("af0i\u{0}fj"))), "invalid_request", false, "NUL in state"),
+        (path_of(&with(&good, "state", Some("af0i\u{1b}[2Jfj"))), "invalid_request", false, "escape in state"),
+        (path_of(&with(&good, "state", Some("state-\u{1F600}"))), "invalid_request", false, "emoji in state"),
+        (path_of(&with(&good, "state", Some("caf\u{e9}"))), "invalid_request", false, "non-ASCII state"),
+        (path_of(&with(&good, "nonce", Some("n-0S6\nWzA2Mj"))), "invalid_request", true, "newline in nonce"),
+        (path_of(&with(&good, "nonce", Some("n-\u{1F600}"))), "invalid_request", true, "emoji in nonce"),
+        (
+            path_of(&with(
+                &good,
+                "code_challenge",
+                Some(&format!("{}\u{1F600}", &pkce::s256_challenge(VERIFIER)[..42])),
+            )),
+            "invalid_request",
+            true,
+            "emoji in code_challenge",
+        ),
+        (
+            path_of(&with(&good, "login_hint", Some("ada@example.org\r\n"))),
+            "invalid_request",
+            true,
+            "CRLF in login_hint",
+        ),
+        (path_of(&with(&good, "max_age", Some("30\u{7f}"))), "invalid_request", true, "DEL in max_age"),
+        (
+            path_of(&with(&good, "ui_locales", Some("en\u{85}"))),
+            "invalid_request",
+            true,
+            "C1 control, unknown parameter",
+        ),
+        (format!("{}&%01=x", path_of(&good)), "invalid_request", true, "control character in a parameter name"),
     ];
     for (path, error, with_state, context) in &cases {
         let page = agent.get(path).await;
@@ -260,6 +412,12 @@ async fn sign_in_on(backend: Backend) {
     // The login page pre-fills the hint.
     let login = signed_out.get(page.location()).await;
     assert!(login.body.contains("value=\"ada@example.org\""), "{}", login.body);
+    // A hint is printable text, not only ASCII (only state, nonce and code_challenge are).
+    let page = signed_out.get(&path_of(&with(&good, "login_hint", Some("zo\u{eb}@example.org")))).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{page:?}");
+    let location = url::Url::parse(&format!("http://x{}", page.location())).expect("local redirect");
+    assert_eq!(location.path(), "/login", "{}", page.location());
+    assert!(location.query_pairs().any(|(k, v)| k == "login_hint" && v == "zo\u{eb}@example.org"), "{location}");
 
     // prompt=none without a session: login_required, back to the client with state and iss.
     let none = signed_out.get(&path_of(&with(&good, "prompt", Some("none")))).await;
@@ -353,20 +511,27 @@ async fn consent_on(backend: Backend) {
     let pairs: Vec<(&str, &str)> = without.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let forbidden = agent.post("/oauth-provider/authorize", &pairs).await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN, "{forbidden:?}");
-    assert!(forbidden.headers.get("location").is_none());
+    forbidden.assert_error_page("consent without a CSRF token");
+    assert!(forbidden.body.contains("<h1>This form has expired</h1>"), "{}", forbidden.body);
     let other_browser = Agent::new(&server);
     other_browser.sign_in(&server, &user_id);
     let stolen = other_browser.submit(&consent, "Allow", &[]).await;
     assert_eq!(stolen.status, StatusCode::FORBIDDEN, "a token from another browser");
+    assert!(stolen.body.contains("<h1>This form has expired</h1>"), "{}", stolen.body);
     let mut bogus: Vec<(&str, &str)> = form_fields.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     bogus.push(("decision", "maybe"));
-    agent.post("/oauth-provider/authorize", &bogus).await.assert_error_page("unknown decision");
+    agent.post("/oauth-provider/authorize", &bogus).await.assert_error_page_says(
+        "Invalid request",
+        "The consent form was not valid.",
+        "unknown decision",
+    );
 
     // The consent post is a new request, validated again: a swapped redirect URI is a page.
-    agent
-        .submit(&consent, "Allow", &[("redirect_uri", "https://evil.example.com/cb")])
-        .await
-        .assert_error_page("tampered redirect_uri");
+    agent.submit(&consent, "Allow", &[("redirect_uri", "https://evil.example.com/cb")]).await.assert_error_page_says(
+        "Invalid request",
+        "The redirect_uri is not registered for this application.",
+        "tampered redirect_uri",
+    );
     agent.submit(&consent, "Allow", &[("scope", "openid orders:write")]).await.assert_error_redirect(
         CALLBACK,
         "invalid_scope",

@@ -194,7 +194,10 @@ async fn lifetimes_on(backend: Backend) {
     let refresh_exp = info["exp"].as_i64().expect("exp");
     assert!((unix_now() + 55..=unix_now() + 60).contains(&refresh_exp), "refresh_token_ttl: {info}");
     let machine_token = token_for(&server, &short, &[]).await;
-    assert_eq!(payload(&machine_token)["exp"].as_i64().expect("exp") - payload(&machine_token)["iat"].as_i64().expect("iat"), 5);
+    assert_eq!(
+        payload(&machine_token)["exp"].as_i64().expect("exp") - payload(&machine_token)["iat"].as_i64().expect("iat"),
+        5
+    );
 
     // A JWT's expiry cannot be moved in the database: wait the five seconds once, for both.
     let exp = claims["exp"].as_i64().expect("exp");

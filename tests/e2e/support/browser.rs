@@ -83,6 +83,12 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body).await.unwrap_or_else(|error| panic!("WebDriver error on {path}: {error}"))
+    }
+
+    /// A WebDriver command; `Err` with the error object when the driver refuses it (no such
+    /// element, a stale one during a navigation …).
+    async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let url = format!("{}/session/{}{}", self.base, self.session, path);
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
@@ -90,9 +96,31 @@ impl Browser {
         }
         let value: Value = request.send().await.expect("webdriver request").json().await.expect("webdriver json");
         if value["value"].get("error").is_some() {
-            panic!("WebDriver error on {path}: {}", value["value"]);
+            return Err(value["value"].clone());
         }
-        value["value"].clone()
+        Ok(value["value"].clone())
+    }
+
+    /// Waits until the first element matching `css` shows exactly `expected` (the page after a
+    /// click loads asynchronously); returns false after `timeout`.
+    pub async fn wait_for_text(&self, css: &str, expected: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .try_call(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css })))
+                .await;
+            if let Ok(element) = found
+                && let Some(id) = element[ELEMENT_KEY].as_str()
+                && let Ok(text) = self.try_call(reqwest::Method::GET, &format!("/element/{id}/text"), None).await
+                && text.as_str() == Some(expected)
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -111,6 +139,50 @@ impl Browser {
         let value =
             self.call(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css }))).await;
         value[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element {css}")).to_string()
+    }
+
+    async fn find_all(&self, css: &str) -> Vec<String> {
+        let value =
+            self.call(reqwest::Method::POST, "/elements", Some(json!({ "using": "css selector", "value": css }))).await;
+        value
+            .as_array()
+            .map(|all| all.iter().filter_map(|e| e[ELEMENT_KEY].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    async fn element_text(&self, id: &str) -> String {
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The text the first element matching `css` shows, as rendered (WebDriver "Get Element
+    /// Text": what a person sees, hidden elements and markup left out).
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.element_text(&id).await
+    }
+
+    /// The rendered text of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for id in self.find_all(css).await {
+            texts.push(self.element_text(&id).await);
+        }
+        texts
+    }
+
+    /// Whether the first element matching `css` is displayed (WebDriver "Is Element Displayed").
+    pub async fn is_displayed(&self, css: &str) -> bool {
+        let id = self.find(css).await;
+        self.call(reqwest::Method::GET, &format!("/element/{id}/displayed"), None).await.as_bool().unwrap_or(false)
+    }
+
+    /// The page's title, as the browser shows it.
+    pub async fn title(&self) -> String {
+        self.call(reqwest::Method::GET, "/title", None).await.as_str().unwrap_or_default().to_string()
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {

@@ -19,9 +19,12 @@ use truxe_server::model::request::RequestMeta;
 use truxe_server::oauth::client_secret::hmac_sha256;
 use truxe_server::oauth::pkce;
 use truxe_server::secret::Secret;
+use truxe_server::service::authorize::token_hash;
 use truxe_server::service::sessions as session_service;
 use truxe_server::service::users::{self as user_service, NewUser};
-use truxe_server::store::schema::oauth_tokens;
+use truxe_server::store::grants::{self as grant_store, AuthorizationCode, Grant};
+use truxe_server::store::schema::{oauth_grants, oauth_tokens};
+use truxe_server::store::tokens::{self as token_store, RefreshToken};
 use truxe_server::store::{self, unix_now};
 
 use crate::support::agent::forms;
@@ -127,6 +130,15 @@ impl Page {
         );
     }
 
+    /// An error page ([`Self::assert_error_page`]) that says what went wrong: its heading and
+    /// its message, as the person reads them.
+    #[track_caller]
+    pub fn assert_error_page_says(&self, title: &str, message: &str, context: &str) {
+        self.assert_error_page(context);
+        assert!(self.body.contains(&format!("<h1>{title}</h1>")), "{context}: heading {title:?} in {}", self.body);
+        assert!(self.body.contains(&format!("<p>{message}</p>")), "{context}: message {message:?} in {}", self.body);
+    }
+
     /// A redirect to `redirect_uri` with `error` (and `iss`, RFC 9207).
     #[track_caller]
     pub fn assert_error_redirect(&self, redirect_uri: &str, error: &str, context: &str) {
@@ -164,11 +176,23 @@ impl Agent {
         (agent, hash)
     }
 
+    /// A browser signed in as `user_id` whose session records `amr` (as a sign-in with a second
+    /// factor would: `["email", "mfa", "otp"]`); returns it with the session's hash.
+    pub fn signed_in_with(server: &TestServer, user_id: &str, amr: &[&str]) -> (Self, String) {
+        let agent = Self::new(server);
+        let hash = agent.sign_in_with(server, user_id, amr);
+        (agent, hash)
+    }
+
     pub fn sign_in(&self, server: &TestServer, user_id: &str) -> String {
+        self.sign_in_with(server, user_id, &["email"])
+    }
+
+    pub fn sign_in_with(&self, server: &TestServer, user_id: &str, amr: &[&str]) -> String {
         let pool = pool(server);
         let mut conn = pool.get().expect("connection");
         let user = user_service::get(&mut conn, user_id).expect("user");
-        let id = session_service::start(&mut conn, &user, &["email"], false, 3600, &RequestMeta::default(), unix_now())
+        let id = session_service::start(&mut conn, &user, amr, false, 3600, &RequestMeta::default(), unix_now())
             .expect("session");
         let key = derive_key(&Secret::new(SESSION_SECRET.to_string()));
         let mac = URL_SAFE_NO_PAD.encode(hmac_sha256(key.secret(), id.secret().as_bytes()));
@@ -313,14 +337,30 @@ pub fn payload(jwt: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("json")
 }
 
-/// Verifies an ID token the way a relying party does (OIDC Core §3.1.3.7) and returns its claims.
+/// Verifies an ID token the way a relying party does (OIDC Core §3.1.3.7) and returns its claims:
+/// issued by [`ISSUER`] after a sign-in by email link (`amr` `["email"]`).
 pub fn verify_id_token(id_token: &str, set: &JwkSet, client_id: &str, nonce: &str, access_token: &str) -> Value {
+    let claims = verify_id_token_of(ISSUER, id_token, set, client_id, nonce, access_token);
+    assert_eq!(claims["amr"], json!(["email"]));
+    claims
+}
+
+/// [`verify_id_token`] for any issuer and sign-in method: the signature against the JWKS (by
+/// `kid`), `iss`, `aud`, `exp`, `nonce`, `azp`, `at_hash` and a recent `auth_time`.
+pub fn verify_id_token_of(
+    issuer: &str,
+    id_token: &str,
+    set: &JwkSet,
+    client_id: &str,
+    nonce: &str,
+    access_token: &str,
+) -> Value {
     truxe_server::jwt::install_provider().expect("the OpenSSL provider is the one in use");
     let header = jsonwebtoken::decode_header(id_token).expect("a JWS header");
     assert_eq!(header.typ.as_deref(), Some("JWT"));
     let jwk = set.find(header.kid.as_deref().expect("kid")).expect("the kid is in the JWKS");
     let mut validation = Validation::new(header.alg);
-    validation.set_issuer(&[ISSUER]);
+    validation.set_issuer(&[issuer]);
     validation.set_audience(&[client_id]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     let key = DecodingKey::from_jwk(jwk).expect("key");
@@ -329,7 +369,6 @@ pub fn verify_id_token(id_token: &str, set: &JwkSet, client_id: &str, nonce: &st
     assert_eq!(claims["azp"], client_id);
     let digest = openssl::sha::sha256(access_token.as_bytes());
     assert_eq!(claims["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]), "at_hash");
-    assert_eq!(claims["amr"], json!(["email"]));
     let now = unix_now();
     let auth_time = claims["auth_time"].as_i64().expect("auth_time");
     assert!((now - 60..=now).contains(&auth_time), "auth_time {auth_time}");
@@ -351,6 +390,130 @@ pub async fn userinfo_get(server: &TestServer, bearer: Option<&str>) -> (u16, He
 
 pub fn challenge(headers: &HeaderMap) -> String {
     headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+/// A userinfo answer refusing the token (RFC 6750 §3.1): 401 with the `invalid_token`
+/// challenge, whose description names `why` (the rule that refused it).
+#[track_caller]
+pub fn assert_invalid_token(answer: &(u16, HeaderMap, Value), why: &str, context: &str) {
+    let (status, headers, _) = answer;
+    let challenge = challenge(headers);
+    assert_eq!(*status, 401, "{context}: {challenge}");
+    let prefix = r#"Bearer realm="truxe", error="invalid_token", error_description=""#;
+    assert!(challenge.starts_with(prefix), "{context}: {challenge}");
+    assert!(challenge[prefix.len()..].contains(why), "{context}: {why:?} in {challenge}");
+    assert_eq!(headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{context}");
+}
+
+/// A token request built up front, to be sent from a task of its own.
+#[derive(Clone)]
+pub struct PreparedToken {
+    http: reqwest::Client,
+    url: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+impl PreparedToken {
+    /// `POST /oauth-provider/token` for `client`, authenticated its registered way.
+    pub fn new(server: &TestServer, client: &Registered, pairs: &[(&str, &str)]) -> Self {
+        let (authorization, mut all) = client.credentials();
+        all.extend_from_slice(pairs);
+        PreparedToken {
+            http: server.client.clone(),
+            url: server.url("/oauth-provider/token"),
+            authorization,
+            body: form(&all),
+        }
+    }
+
+    pub async fn send(self) -> TokenAnswer {
+        let mut request =
+            self.http.post(&self.url).header("Content-Type", "application/x-www-form-urlencoded").body(self.body);
+        if let Some(authorization) = self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.send().await.expect("token request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        assert!(status < 500, "{status}: {text}");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        TokenAnswer { status, body, headers }
+    }
+}
+
+/// Sends every request from a task of its own, all released at once by one barrier (so that
+/// they reach the server together, not one after the other); the answers in request order.
+pub async fn send_together(requests: Vec<PreparedToken>) -> Vec<TokenAnswer> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.send().await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("request task"));
+    }
+    answers
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database behind the server, read (and aged) directly.
+
+/// The stored row of an authorization code.
+pub fn code_row(server: &TestServer, code: &str) -> AuthorizationCode {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    grant_store::find_code(&mut conn, &token_hash(code)).expect("query").expect("the code's row")
+}
+
+/// The stored row of a refresh token.
+pub fn refresh_row(server: &TestServer, refresh_token: &str) -> RefreshToken {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    token_store::find_refresh_token(&mut conn, &token_hash(refresh_token)).expect("query").expect("the token's row")
+}
+
+/// Every grant of `client_id` (ordered by `created_at`, whole seconds: find one by its id).
+pub fn grants_of(server: &TestServer, client_id: &str) -> Vec<Grant> {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    oauth_grants::table
+        .filter(oauth_grants::client_id.eq(client_id))
+        .order((oauth_grants::created_at, oauth_grants::grant_id))
+        .select(Grant::as_select())
+        .load(&mut conn)
+        .expect("grants")
+}
+
+/// The refresh tokens of one grant (its token family).
+pub fn family(server: &TestServer, grant_id: &str) -> Vec<RefreshToken> {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    oauth_tokens::table
+        .filter(oauth_tokens::grant_id.eq(grant_id))
+        .filter(oauth_tokens::token_type.eq("refresh_token"))
+        .select(RefreshToken::as_select())
+        .load(&mut conn)
+        .expect("family")
+}
+
+/// Moves a refresh token's expiry, as the passing of time would.
+pub fn set_refresh_expires_at(server: &TestServer, refresh_token: &str, expires_at: i64) {
+    let pool = pool(server);
+    let mut conn = pool.get().expect("connection");
+    let updated = diesel::update(oauth_tokens::table.filter(oauth_tokens::token_hash.eq(token_hash(refresh_token))))
+        .set(oauth_tokens::expires_at.eq(expires_at))
+        .execute(&mut conn)
+        .expect("update");
+    assert_eq!(updated, 1, "one refresh token row");
 }
 
 pub fn set_rotated_at(server: &TestServer, rotated_at: i64) {

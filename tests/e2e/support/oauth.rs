@@ -64,6 +64,31 @@ pub async fn register(server: &TestServer, body: Value) -> Registered {
     }
 }
 
+/// `PATCH /oauth-provider/clients/{id}` with `{"status": status}` (`active`, `suspended`).
+pub async fn set_client_status(server: &TestServer, client_id: &str, status: &str) {
+    let response = server
+        .client
+        .patch(server.url(&format!("/oauth-provider/clients/{client_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "status": status }))
+        .send()
+        .await
+        .expect("patch client");
+    assert_eq!(response.status().as_u16(), 200, "{status}: {}", response.text().await.unwrap_or_default());
+}
+
+/// `DELETE /oauth-provider/clients/{id}`.
+pub async fn delete_client(server: &TestServer, client_id: &str) {
+    let response = server
+        .client
+        .delete(server.url(&format!("/oauth-provider/clients/{client_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete client");
+    assert_eq!(response.status().as_u16(), 204, "{}", response.text().await.unwrap_or_default());
+}
+
 /// A service account for `client_credentials` with `method` (`client_secret_basic`/`_post`).
 pub async fn machine_client(server: &TestServer, method: &str) -> Registered {
     register(
@@ -149,6 +174,18 @@ pub async fn introspect(server: &TestServer, caller: &Registered, token: &str) -
     answer.body
 }
 
+/// `POST /oauth-provider/revoke` by `caller`, authenticated its registered way.
+pub async fn revoke(server: &TestServer, caller: &Registered, token: &str, hint: Option<&str>) -> Answer {
+    let (authorization, mut pairs) = caller.credentials();
+    pairs.push(("token", token));
+    if let Some(hint) = hint {
+        pairs.push(("token_type_hint", hint));
+    }
+    let answer = post_form(server, "/oauth-provider/revoke", authorization.as_deref(), form(&pairs)).await;
+    assert!(answer.status < 500, "{}", answer.text);
+    answer
+}
+
 pub async fn jwks(server: &TestServer) -> JwkSet {
     let response = server.client.get(server.url("/oauth-provider/jwks")).send().await.expect("jwks");
     assert_eq!(response.status().as_u16(), 200);
@@ -216,14 +253,23 @@ pub async fn audit_actions(server: &TestServer) -> Vec<(String, Option<String>, 
     let config = crate::support::config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
     let pool = truxe_server::store::connect(&config.database).expect("connect");
     let mut conn = pool.get().expect("connection");
-    a::table.select((a::action, a::subject, a::details)).order(a::occurred_at).load(&mut conn).expect("audit")
+    // UUIDv7 ids sort in the order the events were written; occurred_at has whole seconds only.
+    a::table.select((a::action, a::subject, a::details)).order(a::event_id).load(&mut conn).expect("audit")
 }
 
-/// Every OAuth error answer: the RFC 6749 §5.2 shape, never cached, never a 500.
+/// The challenge of every `invalid_client` answer of the token, introspection and revocation
+/// endpoints.
+pub const CLIENT_CHALLENGE: &str = r#"Basic realm="truxe", charset="UTF-8""#;
+
+/// Every OAuth error answer: the RFC 6749 §5.2 shape, never cached, never a 500; an
+/// `invalid_client` is a 401 with [`CLIENT_CHALLENGE`].
 #[track_caller]
 pub fn assert_oauth_error(answer: &Answer, status: u16, error: &str, context: &str) {
     assert_eq!(answer.status, status, "{context}: {}", answer.text);
     assert_eq!(answer.body["error"], error, "{context}: {}", answer.text);
+    if error == "invalid_client" {
+        assert_eq!(answer.header("www-authenticate"), Some(CLIENT_CHALLENGE), "{context}");
+    }
     assert!(answer.body["error_description"].is_string(), "{context}: {}", answer.text);
     assert_eq!(answer.header("cache-control"), Some("no-store"), "{context}");
     assert_eq!(answer.header("pragma"), Some("no-cache"), "{context}");
