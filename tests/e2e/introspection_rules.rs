@@ -131,7 +131,7 @@ async fn audiences_on(backend: Backend) {
         .post(server.url("/oauth-provider/clients"))
         .bearer_auth(ADMIN_TOKEN)
         .json(&json!({
-            "client_name": "bad", "grant_types": ["client_credentials"],
+            "client_name": "bad", "grant_types": ["client_credentials"], "allowed_scopes": ["orders:read"],
             "allowed_audiences": ["https://evil.example.com"],
         }))
         .send()
@@ -140,7 +140,7 @@ async fn audiences_on(backend: Backend) {
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"], "invalid_request", "{body}");
-    assert_eq!(body["field"], "allowed_audiences", "{body}");
+    assert_eq!(body["field"], "allowed_audiences[0]", "{body}");
 }
 
 async fn lifetimes_on(backend: Backend) {

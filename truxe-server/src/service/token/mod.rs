@@ -250,10 +250,6 @@ impl Audiences {
         self.0.iter().any(|a| a == audience)
     }
 
-    pub fn as_slice(&self) -> &[String] {
-        &self.0
-    }
-
     /// RFC 8707: a `resource` must be an absolute URI without a fragment, and (here) one of the
     /// audiences, compared as exact strings. None picks the first.
     pub fn select(&self, resource: Option<&str>) -> Result<&str, OAuthError> {
