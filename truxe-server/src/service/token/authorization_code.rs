@@ -8,7 +8,7 @@ use super::issue::{Signing, sign, user_event};
 use super::liveness::active_user;
 use super::refresh::issues_refresh_token;
 use super::{
-    Context, PublicClients, TokenError, TokenResponse, audience, authenticated_client, is_plausible_opaque,
+    Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
     refresh_family_lifetime,
 };
 use crate::model::client::{Client, GrantType};
@@ -82,25 +82,6 @@ fn new_grant_id() -> String {
     format!("grt_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Failures inside the redemption transaction.
-enum TxError {
-    Store(StoreError),
-    /// A concurrent request consumed the code first.
-    Lost,
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(error: diesel::result::Error) -> Self {
-        TxError::Store(StoreError::Query(error))
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(error: StoreError) -> Self {
-        TxError::Store(error)
-    }
-}
-
 pub fn exchange(
     conn: &mut AnyConnection,
     ctx: &Context<'_>,
@@ -170,7 +151,7 @@ pub fn exchange(
     });
     match recorded {
         Ok(()) => {}
-        Err(TxError::Lost) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
+        Err(TxError::Lost | TxError::Reused) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
         Err(TxError::Store(error)) => return Err(error.into()),
     }
     tracing::info!(

@@ -12,7 +12,7 @@ use diesel::Connection;
 use super::issue::{Signing, sign, user_event};
 use super::liveness::active_user;
 use super::{
-    Context, PublicClients, TokenError, TokenResponse, audience, authenticated_client, is_plausible_opaque,
+    Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
     refresh_family_lifetime,
 };
 use crate::model::client::{Client, GrantType};
@@ -130,27 +130,6 @@ pub fn refresh(
         // now a retry or a replay).
         None => refresh_once(conn, ctx, &client, request, &hash)?
             .ok_or_else(|| OAuthError::invalid_grant("the refresh token was just used").into()),
-    }
-}
-
-/// Failures inside a refresh transaction.
-enum TxError {
-    Store(StoreError),
-    /// A concurrent request rotated the token first.
-    Lost,
-    /// A retried token whose latest child was used or revoked already.
-    Reused,
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(error: diesel::result::Error) -> Self {
-        TxError::Store(StoreError::Query(error))
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(error: StoreError) -> Self {
-        TxError::Store(error)
     }
 }
 
