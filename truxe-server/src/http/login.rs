@@ -1,8 +1,6 @@
 //! End-user pages: `/login` (ask for a magic link), `/login/magic` (use it), `/login/mfa` and
 //! `/login/mfa/setup` (TOTP), `/logout`, and `/` (who is signed in).
 
-use std::time::Duration;
-
 use actix_web::cookie::Cookie;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -217,11 +215,12 @@ async fn login_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
 
     // Everything that depends on whether the address has an account happens after the answer,
     // so neither the page nor its timing tells.
+    // Counted by the mailer from here on, so a graceful shutdown (and a test) can wait for it.
     let ip = req.peer_addr().map(|a| a.ip().to_string());
     let task_state = state.clone();
     let task_email = email.clone();
     let task_return_to = return_to.clone();
-    actix_web::rt::spawn(async move {
+    state.mailer.spawn_job(async move {
         send_link(&task_state, task_email, task_return_to, ip).await;
     });
 
@@ -247,8 +246,9 @@ async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let domain = email.domain().to_string();
     let lookup_email = email.clone();
+    let limit = state.config.rate_limit.magic_link_limit();
     let outcome = store::run(&state.pool, move |conn| {
-        let params = LinkParams { open_signup, ttl_secs, return_to: return_to.as_deref(), ip: ip.as_deref() };
+        let params = LinkParams { open_signup, ttl_secs, return_to: return_to.as_deref(), ip: ip.as_deref(), limit };
         sign_in::request_link(conn, key.secret(), &lookup_email, &params, now)
     })
     .await;
@@ -260,10 +260,11 @@ async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip
             }
         }
         Ok(LinkRequest::RateLimited) => {
+            let limit = state.config.rate_limit.magic_link;
             tracing::warn!(
                 to_domain = %domain,
-                limit = sign_in::MAX_LINKS_PER_WINDOW,
-                window = %human_duration(Duration::from_secs(sign_in::LINK_WINDOW_SECS as u64)),
+                limit = limit.max,
+                window = %human_duration(limit.window),
                 "magic-link rate limit reached for an address; no email sent"
             );
         }
