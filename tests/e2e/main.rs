@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accounts;
 mod authorize;
 mod browser;
 mod cli;

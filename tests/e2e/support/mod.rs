@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod browser;
 pub mod callback;
+pub mod oidc;
 pub mod process;
 pub mod smtp;
 
@@ -201,6 +202,23 @@ impl TestServer {
         truxe_server::service::users::create(&mut conn, &new, "test", truxe_server::store::unix_now())
             .expect("user")
             .user_id
+    }
+
+    /// A browser session for `user_id` as the magic link leaves it (`mfa_pending`: the second
+    /// factor still owed), as the `Cookie` header value `name=ID.MAC` the server's cookie would
+    /// carry; also returns the session row's key.
+    pub fn session_cookie(&self, user_id: &str, mfa_pending: bool) -> (String, String) {
+        use base64::Engine;
+        let mut conn = self.state.pool.get().expect("connection");
+        let user = truxe_server::service::users::get(&mut conn, user_id).expect("user");
+        let now = truxe_server::store::unix_now();
+        let meta = truxe_server::model::request::RequestMeta::default();
+        let id = truxe_server::service::sessions::start(&mut conn, &user, &["email"], mfa_pending, 900, &meta, now)
+            .expect("session");
+        let mac = truxe_server::oauth::client_secret::hmac_sha256(self.state.session_key.secret(), id.secret().as_bytes());
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac);
+        let name = truxe_server::http::session::cookie_name(&self.state);
+        (format!("{name}={}.{mac}", id.secret()), truxe_server::service::sessions::session_hash(id.secret()))
     }
 
     /// Registers a client through the admin API; returns its JSON (with `client_secret` for a
