@@ -220,3 +220,27 @@ on_both_backends! {
         assert!(line.contains("TRUXE_ENV=production"), "says what to do: {line}");
     }
 }
+
+/// The systemd unit starts a production server: its own `Environment=` lines alone already put
+/// the configuration in production mode (which then refuses every development shortcut).
+#[test]
+fn the_systemd_unit_runs_in_production_mode() {
+    let unit = include_str!("../../systemd/truxe-api.service");
+    let environment: std::collections::HashMap<String, String> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("Environment="))
+        .filter_map(|assignment| assignment.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    assert_eq!(environment.get("TRUXE_ENV").map(String::as_str), Some("production"), "{unit}");
+    let first = |needle: &str| unit.find(needle).unwrap_or_else(|| panic!("no {needle} in the unit"));
+    assert!(
+        first("Environment=TRUXE_ENV=production") < first("EnvironmentFile="),
+        "the env file can still override it (e.g. a staging host)"
+    );
+    let errors = match truxe_server::config::Config::from_lookup(&|name: &str| environment.get(name).cloned()) {
+        Ok(_) => panic!("the unit's environment alone must not pass production checks"),
+        Err(errors) => errors.to_string(),
+    };
+    assert!(errors.contains("JWT_PRIVATE_KEY: required in production"), "{errors}");
+}
