@@ -113,6 +113,54 @@ impl Browser {
         value[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element {css}")).to_string()
     }
 
+    async fn find_all(&self, css: &str) -> Vec<String> {
+        let value =
+            self.call(reqwest::Method::POST, "/elements", Some(json!({ "using": "css selector", "value": css }))).await;
+        value
+            .as_array()
+            .map(|elements| elements.iter().filter_map(|e| e[ELEMENT_KEY].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The rendered text of an element (WebDriver "Get Element Text": what a person sees,
+    /// whitespace collapsed, hidden elements empty), not its markup.
+    async fn element_text(&self, id: &str) -> String {
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The visible text of the first element matching `css`; panics when there is none.
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.element_text(&id).await
+    }
+
+    /// The visible text of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for id in self.find_all(css).await {
+            texts.push(self.element_text(&id).await);
+        }
+        texts
+    }
+
+    /// Waits until the first element matching `css` shows exactly `expected` (a click's
+    /// navigation completes asynchronously, and a form post keeps the URL).
+    pub async fn wait_for_text(&self, css: &str, expected: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ids = self.find_all(css).await;
+            let shown = match ids.first() {
+                Some(id) => self.element_text(id).await,
+                None => String::new(),
+            };
+            if shown == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} never showed {expected:?}; it shows {shown:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.call(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
