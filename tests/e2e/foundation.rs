@@ -165,7 +165,8 @@ async fn production_logs_are_json_lines_and_unused_variables_are_named() {
 
 /// The warning line (a `WARN` log line) containing `needle`, or a panic showing the output.
 fn warning_line<'a>(output: &'a str, needle: &str) -> &'a str {
-    let line = output.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in:\n{output}"));
+    let line =
+        output.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in:\n{output}"));
     assert!(line.contains("WARN"), "logged as a warning: {line}");
     line
 }

@@ -208,8 +208,7 @@ fn current_code(secret: &[u8]) -> String {
 /// Six digits that are no code of the steps around now (which the server may accept).
 fn wrong_code(secret: &[u8]) -> String {
     let now = unix_now();
-    let near: Vec<String> =
-        (-3..=3).map(|k| mfa::code_at(secret, now + k * mfa::STEP_SECS).expect("code")).collect();
+    let near: Vec<String> = (-3..=3).map(|k| mfa::code_at(secret, now + k * mfa::STEP_SECS).expect("code")).collect();
     (0..10u32).map(|d| d.to_string().repeat(6)).find(|c| !near.contains(c)).expect("a wrong code")
 }
 

@@ -171,13 +171,18 @@ async fn background_mail_is_counted_and_flushed() {
     let held = std::sync::Arc::clone(&mailer);
     mailer.spawn_job(async move {
         let _ = released.await;
-        held.send_magic_link("held@example.com", "http://127.0.0.1:3001/h", Duration::from_secs(60)).await.expect("sent");
+        held.send_magic_link("held@example.com", "http://127.0.0.1:3001/h", Duration::from_secs(60))
+            .await
+            .expect("sent");
     });
     for i in 0..3 {
         let mailer_for_job = std::sync::Arc::clone(&mailer);
         mailer.spawn_job(async move {
             let link = format!("http://127.0.0.1:3001/login/magic?token=b{i}");
-            mailer_for_job.send_magic_link(&format!("b{i}@example.com"), &link, Duration::from_secs(60)).await.expect("sent");
+            mailer_for_job
+                .send_magic_link(&format!("b{i}@example.com"), &link, Duration::from_secs(60))
+                .await
+                .expect("sent");
         });
     }
     assert_eq!(mailer.jobs().in_flight + mailer.jobs().finished, 4, "counted when handed over");

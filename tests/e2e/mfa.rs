@@ -9,8 +9,8 @@ use truxe_server::store::schema::{audit_events, sessions, users as users_table};
 use truxe_server::store::{self, AnyConnection};
 
 use crate::on_both_backends;
-use crate::support::{TestServer, config_from};
 use crate::support::process::truxectl;
+use crate::support::{TestServer, config_from};
 use crate::users::{conn, json, migrated, new_user};
 
 const NOW: i64 = 1_800_000_000;

@@ -2,8 +2,8 @@
 //! delete, sign-in look-up), magic-link storage, and `truxectl users`.
 
 use diesel::prelude::*;
-use truxe_server::model::user::UserStatus;
 use truxe_server::model::request::RequestMeta;
+use truxe_server::model::user::UserStatus;
 use truxe_server::service::sessions as sessions_service;
 use truxe_server::service::sign_in::{self, Redeemed};
 use truxe_server::service::users::{self as users, NewUser, SignIn, UserError};

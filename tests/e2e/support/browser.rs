@@ -125,7 +125,11 @@ impl Browser {
     /// The rendered text of an element (WebDriver "Get Element Text": what a person sees,
     /// whitespace collapsed, hidden elements empty), not its markup.
     async fn element_text(&self, id: &str) -> String {
-        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or_default().to_string()
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The visible text of the first element matching `css`; panics when there is none.

@@ -215,7 +215,8 @@ impl TestServer {
         let meta = truxe_server::model::request::RequestMeta::default();
         let id = truxe_server::service::sessions::start(&mut conn, &user, &["email"], mfa_pending, 900, &meta, now)
             .expect("session");
-        let mac = truxe_server::oauth::client_secret::hmac_sha256(self.state.session_key.secret(), id.secret().as_bytes());
+        let mac =
+            truxe_server::oauth::client_secret::hmac_sha256(self.state.session_key.secret(), id.secret().as_bytes());
         let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac);
         let name = truxe_server::http::session::cookie_name(&self.state);
         (format!("{name}={}.{mac}", id.secret()), truxe_server::service::sessions::session_hash(id.secret()))

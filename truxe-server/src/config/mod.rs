@@ -682,8 +682,7 @@ fn read_rate_limit(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> RateLimitC
 fn read_magic_link_limit(r: &mut Reader<'_>) -> MagicLinkLimit {
     let max = r.number("TRUXE_MAGIC_LINK_LIMIT", DEFAULT_MAGIC_LINK_LIMIT, 1..=1000);
     let window = r.duration("TRUXE_MAGIC_LINK_WINDOW", BareUnit::Seconds, DEFAULT_MAGIC_LINK_WINDOW);
-    if !r.failed("TRUXE_MAGIC_LINK_WINDOW")
-        && (window < Duration::from_secs(1) || window > Duration::from_secs(86_400))
+    if !r.failed("TRUXE_MAGIC_LINK_WINDOW") && (window < Duration::from_secs(1) || window > Duration::from_secs(86_400))
     {
         r.error("TRUXE_MAGIC_LINK_WINDOW", "must be between 1s and 24h (example: 15m)");
     }

@@ -3,11 +3,11 @@
 
 use base64::Engine;
 
+use crate::config::MagicLinkLimit;
 use crate::model::user::{Email, User};
 use crate::oauth::client_secret::hmac_sha256;
 use crate::secret::Secret;
 use crate::service::users::{self as user_service, SignIn, UserError};
-use crate::config::MagicLinkLimit;
 use crate::store::magic_links::{self, AddressLimit, Limited, MagicLink};
 use crate::store::{AnyConnection, StoreError, users as user_store};
 

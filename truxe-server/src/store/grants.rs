@@ -153,9 +153,10 @@ pub fn revoke_grant(conn: &mut AnyConnection, grant_id: &str, now: i64) -> Resul
 /// and any other token issued to the user; returns how many grants were live. Once revoked a
 /// grant stays revoked: re-enabling the user brings none of it back.
 pub fn revoke_all_grants_of_user(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<usize, StoreError> {
-    let revoked = diesel::update(grants::table.filter(grants::user_id.eq(user_id)).filter(grants::revoked_at.is_null()))
-        .set(grants::revoked_at.eq(now))
-        .execute(conn)?;
+    let revoked =
+        diesel::update(grants::table.filter(grants::user_id.eq(user_id)).filter(grants::revoked_at.is_null()))
+            .set(grants::revoked_at.eq(now))
+            .execute(conn)?;
     let of_user = grants::table.filter(grants::user_id.eq(user_id)).select(grants::grant_id.nullable());
     diesel::update(
         tokens::table
