@@ -146,7 +146,8 @@ on_both_backends! {
                     wrong_code_pages += 1;
                 }
                 (429, body) => {
-                    assert!(body.contains("Too many wrong codes. For your security, try again in 15 minutes."), "{body}");
+                    let message = "Too many wrong codes. For your security, try again in 15 minutes.";
+                    assert!(body.contains(message), "{body}");
                     locked_pages += 1;
                 }
                 (status, body) => panic!("a wrong guess answered {status}: {body}"),

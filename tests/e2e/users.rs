@@ -269,7 +269,9 @@ on_both_backends! {
         const DAY: i64 = 86_400;
 
         // Magic links: kept until a day after they expired.
-        for (hash, expires_at) in [("link-expired-2d", NOW - 2 * DAY), ("link-expired-23h", NOW - DAY + 3600), ("link-live", NOW + 600)] {
+        let links =
+            [("link-expired-2d", NOW - 2 * DAY), ("link-expired-23h", NOW - DAY + 3600), ("link-live", NOW + 600)];
+        for (hash, expires_at) in links {
             magic_links::insert(c, &link(hash, "hugo@example.com", Some(&user), expires_at)).expect("link");
         }
         // Sessions: kept until 30 days after they expired or were revoked (for `--all`).
@@ -295,7 +297,8 @@ on_both_backends! {
                 .expect("session");
         }
         // Authorization codes: kept until a day after they expired (a late replay is "used").
-        for (hash, expires_at) in [("code-expired-2d", NOW - 2 * DAY), ("code-expired-1h", NOW - 3600), ("code-live", NOW + 60)] {
+        let codes = [("code-expired-2d", NOW - 2 * DAY), ("code-expired-1h", NOW - 3600), ("code-live", NOW + 60)];
+        for (hash, expires_at) in codes {
             grants::insert_code(
                 c,
                 &grants::AuthorizationCode {
@@ -320,10 +323,14 @@ on_both_backends! {
 
         let purged = housekeeping::purge(c, NOW).expect("purge");
         assert_eq!(purged, housekeeping::Purged { magic_links: 1, sessions: 2, authorization_codes: 1 });
-        let links: Vec<String> =
-            magic_links_table::table.select(magic_links_table::token_hash).order(magic_links_table::token_hash).load(c).expect("links");
+        let links: Vec<String> = magic_links_table::table
+            .select(magic_links_table::token_hash)
+            .order(magic_links_table::token_hash)
+            .load(c)
+            .expect("links");
         assert_eq!(links, ["link-expired-23h", "link-live"]);
-        let left: Vec<String> = sessions::table.select(sessions::session_hash).order(sessions::session_hash).load(c).expect("sessions");
+        let left: Vec<String> =
+            sessions::table.select(sessions::session_hash).order(sessions::session_hash).load(c).expect("sessions");
         assert_eq!(left, ["session-expired-29d", "session-live", "session-revoked-29d"]);
         let codes: Vec<String> =
             codes_table::table.select(codes_table::code_hash).order(codes_table::code_hash).load(c).expect("codes");
