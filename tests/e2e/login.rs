@@ -957,7 +957,8 @@ on_both_backends! {
     async fn the_magic_link_limit_holds_under_parallel_requests(backend: Backend) {
         const REQUESTS: usize = 20;
         let sink = SmtpSink::start().await;
-        let server = start(backend, &sink, &[]).await;
+        // A connection for every request, so that none waits for another's to be returned.
+        let server = start(backend, &sink, &[("DATABASE_POOL_MAX", "24")]).await;
         let pool = pool(&server);
         create_user(&pool, "kim@example.com");
         // Twenty browsers with their own CSRF cookie and token, all sending at once.

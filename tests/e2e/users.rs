@@ -343,6 +343,52 @@ on_both_backends! {
         );
     }
 
+    async fn users_the_magic_link_limit_holds_for_parallel_requests(backend: Backend) {
+        // Twenty requests for one address from twenty connections, released together: exactly
+        // the limit's worth store a link, the rest are told they are over it.
+        const REQUESTS: usize = 20;
+        let db = TestDb::new(backend);
+        db.migrate();
+        let config = config_from(&[("DATABASE_URL", &db.url), ("DATABASE_POOL_MAX", "24")], &db.dir);
+        let pool = store::connect(&config.database).expect("connect");
+        users::create(&mut conn(&pool), &new_user("ivy@example.com"), "test", NOW).expect("user");
+        let limit = truxe_server::config::MagicLinkLimit { max: 5, window: std::time::Duration::from_secs(900) };
+        let email = truxe_server::model::user::Email::parse("ivy@example.com").expect("address");
+        let start = std::sync::Barrier::new(REQUESTS);
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..REQUESTS)
+                .map(|_| {
+                    let (pool, start, email) = (pool.clone(), &start, email.clone());
+                    scope.spawn(move || {
+                        let mut c = pool.get().expect("connection");
+                        let params = sign_in::LinkParams {
+                            open_signup: false,
+                            ttl_secs: 900,
+                            return_to: None,
+                            ip: None,
+                            limit: Some(limit),
+                        };
+                        start.wait();
+                        match sign_in::request_link(&mut c, b"key", &email, &params, NOW).expect("request") {
+                            sign_in::LinkRequest::Send { .. } => true,
+                            sign_in::LinkRequest::RateLimited => false,
+                            other => panic!("{other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(outcomes.iter().filter(|sent| **sent).count(), 5, "links to send");
+        assert_eq!(magic_links::count_sent_since(&mut conn(&pool), "ivy@example.com", NOW - 900).expect("count"), 5);
+        // The window moves on: a quarter of an hour later there is room again.
+        let later = NOW + 901;
+        let params =
+            sign_in::LinkParams { open_signup: false, ttl_secs: 900, return_to: None, ip: None, limit: Some(limit) };
+        let again = sign_in::request_link(&mut conn(&pool), b"key", &email, &params, later).expect("request");
+        assert!(matches!(again, sign_in::LinkRequest::Send { .. }), "{again:?}");
+    }
+
     async fn users_cli(backend: Backend) {
         let db = TestDb::new(backend);
         db.migrate();
