@@ -131,6 +131,8 @@ on_both_backends! {
         let cwd = server.db.dir.path();
         let disabled = cli_json(&truxectl(cwd, &env, &["--json", "users", "disable", "alice@example.com"]));
         assert_eq!(disabled["status"], "disabled", "{disabled}");
+        let ended = json!({ "sessions_ended": 1, "grants_revoked": 1, "codes_voided": 1, "links_voided": 1 });
+        assert_eq!(disabled["ended"], ended, "{disabled}");
         assert_all_dead(&server, &app, &held, "after disabling").await;
         let (_, refused) = app.refresh(&server, &held.refresh_token).await;
         // Revoked, not merely refused for a disabled user: that would end with re-enabling.
@@ -168,6 +170,7 @@ on_both_backends! {
         // Enabling again lets alice sign in afresh, but brings nothing of before back.
         let enabled = cli_json(&truxectl(cwd, &env, &["--json", "users", "enable", "alice@example.com"]));
         assert_eq!(enabled["status"], "active", "{enabled}");
+        assert!(enabled.get("ended").is_none(), "{enabled}");
         assert_all_dead(&server, &app, &held, "after enabling again").await;
         let (cookie, _) = server.session_cookie(&alice, false);
         let fresh = app.sign_in(&server, &cookie, "n-3").await;

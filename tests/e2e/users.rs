@@ -442,6 +442,10 @@ on_both_backends! {
         assert_eq!(json(&run(&["users", "disable", &bob, "--json"]))["status"], "disabled");
         assert!(text(&run(&["users", "disable", &bob])).contains("already disabled"));
         assert_eq!(json(&run(&["users", "enable", "bob@example.com", "--json"]))["status"], "active");
+        let disabled = text(&run(&["users", "disable", "bob@example.com"]));
+        assert!(disabled.contains(&format!("disabled {bob} bob@example.com")), "{disabled}");
+        assert!(disabled.contains("ended 0 session(s); revoked 0 grant(s)"), "says what it ended: {disabled}");
+        assert_eq!(json(&run(&["users", "enable", &bob, "--json"]))["status"], "active");
 
         // Dangerous commands need a terminal or --yes.
         let refused = run(&["users", "mfa-reset", &bob]);

@@ -153,6 +153,18 @@ pub fn set_status(
     actor: &str,
     now: i64,
 ) -> Result<User, UserError> {
+    set_status_reporting(conn, user_id, status, actor, now).map(|(user, _)| user)
+}
+
+/// [`set_status`], also returning what disabling ended (`None` when nothing changed or the
+/// user was enabled).
+pub fn set_status_reporting(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    status: UserStatus,
+    actor: &str,
+    now: i64,
+) -> Result<(User, Option<Cutoff>), UserError> {
     if !user::is_plausible_user_id(user_id) {
         return Err(UserError::NotFound(user_id.to_string()));
     }
@@ -161,18 +173,19 @@ pub fn set_status(
         // once under a concurrent writer.
         if !user_store::change_status(conn, user_id, status, now)? {
             // Unknown, or the status it has already.
-            return find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()));
+            let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
+            return Ok((user, None));
         }
         let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
-        let event = match status {
-            UserStatus::Active => AuditEvent::new(AuditAction::UserEnabled, actor),
+        let (event, cutoff) = match status {
+            UserStatus::Active => (AuditEvent::new(AuditAction::UserEnabled, actor), None),
             UserStatus::Disabled => {
                 let cutoff = cut_off(conn, &user, now)?;
-                AuditEvent::new(AuditAction::UserDisabled, actor).details(cutoff_details(&cutoff))
+                (AuditEvent::new(AuditAction::UserDisabled, actor).details(cutoff_details(&cutoff)), Some(cutoff))
             }
         };
         audit::record(conn, &event.subject(user_id).user(user_id), now)?;
-        Ok(user)
+        Ok((user, cutoff))
     })
 }
 
