@@ -221,6 +221,8 @@ on_both_backends! {
         let (pending, _) = server.session_cookie(&dana, true);
         let page = server.client.get(server.url("/login/mfa")).header("Cookie", &pending).send().await.expect("GET");
         assert_eq!(page.status(), 200);
+        let csrf_cookie = crate::support::set_cookie(page.headers(), "truxe_csrf").expect("a CSRF cookie");
+        let cookies = format!("{pending}; {csrf_cookie}");
         let body = page.text().await.expect("body");
         let csrf = crate::support::agent::forms(&body)
             .into_iter()
@@ -232,7 +234,7 @@ on_both_backends! {
         let done = server
             .client
             .post(server.url("/login/mfa"))
-            .header("Cookie", &pending)
+            .header("Cookie", &cookies)
             .form(&[("csrf_token", csrf.as_str()), ("code", code.as_str())])
             .send()
             .await

@@ -896,9 +896,11 @@ on_both_backends! {
         assert_eq!(home_of(&server, &[&unprefixed]).await, None, "the plain name signs nobody in");
 
         // Signing out removes the prefixed cookie with the same attributes.
-        let logout = send(server.client.get(server.url("/logout")), &[&session_cookie]).await;
+        let logout = send(server.client.get(server.url("/logout")), &[&session_cookie, &csrf_cookie]).await;
+        assert_eq!(set_cookie_line(&logout.headers, "__Host-truxe_csrf"), None, "the browser has one");
         let fields = [("csrf_token", logout.csrf())];
-        let out = send(server.client.post(server.url("/logout")).form(&fields), &[&session_cookie]).await;
+        let out =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&session_cookie, &csrf_cookie]).await;
         assert_eq!(out.status, StatusCode::OK, "{}", out.body);
         let removal = set_cookie_line(&out.headers, "__Host-truxe_session").expect("removal");
         assert!(removal.contains("Max-Age=0") && removal.contains("Secure") && removal.contains("Path=/"), "{removal}");
@@ -914,14 +916,16 @@ on_both_backends! {
         let (ivan_session, _) = server.session_cookie(&ivan, false);
         let (judy_session, _) = server.session_cookie(&judy, false);
 
-        // Signed in, the form token is the session's: no CSRF cookie is needed or set.
+        // Signed in, the form token is bound to the browser's CSRF cookie and to its session.
         let ivan_page = send(server.client.get(server.url("/logout")), &[&ivan_session]).await;
-        assert_eq!(set_cookie_line(&ivan_page.headers, "truxe_csrf"), None);
+        let ivan_csrf = cookie_pair(&set_cookie_line(&ivan_page.headers, "truxe_csrf").expect("csrf cookie"));
         let ivan_token = ivan_page.csrf();
+        assert_eq!(ivan_token.split('.').count(), 2, "cookie part and session part: {ivan_token}");
 
-        // Ivan's token in Judy's session: refused, Judy stays signed in.
+        // Ivan's cookie and token, planted next to Judy's session: refused, Judy stays signed in.
         let fields = [("csrf_token", ivan_token.as_str())];
-        let refused = send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session]).await;
+        let refused =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session, &ivan_csrf]).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
         assert!(refused.body.contains("nothing was done"), "{}", refused.body);
         assert_eq!(home_of(&server, &[&judy_session]).await.as_deref(), Some("judy@example.com"));
@@ -931,27 +935,37 @@ on_both_backends! {
         let stranger = send(server.client.get(server.url("/login")), &[]).await;
         let planted_cookie = cookie_pair(&set_cookie_line(&stranger.headers, "truxe_csrf").expect("csrf cookie"));
         let planted_token = stranger.csrf();
+        assert!(!planted_token.contains('.'), "no session, no session part: {planted_token}");
         let fields = [("csrf_token", planted_token.as_str())];
-        let refused = send(server.client.post(server.url("/logout")).form(&fields),
-            &[&judy_session, &planted_cookie],
-        )
-        .await;
+        let refused =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session, &planted_cookie]).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
         assert_eq!(home_of(&server, &[&judy_session]).await.as_deref(), Some("judy@example.com"));
-        // The same pair still works where it belongs: before sign-in, in its own browser.
+        // Nor does Ivan's token with Ivan's session part cut off.
+        let cut = ivan_token.split('.').next().expect("cookie part").to_string();
+        let fields = [("csrf_token", cut.as_str())];
+        let refused =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&ivan_session, &ivan_csrf]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        // The pre-sign-in pair still works where it belongs: before sign-in, in its own browser.
         let form = [("csrf_token", planted_token.as_str()), ("email", "ivan@example.com")];
         let asked = send(server.client.post(server.url("/login")).form(&form), &[&planted_cookie]).await;
         assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
 
-        // Each session's own token works for it (the planted cookie is ignored next to it).
-        let judy_page =
-            send(server.client.get(server.url("/logout")), &[&judy_session, &planted_cookie]).await;
+        // Each session's own token works for it, with its own cookie.
+        let judy_page = send(server.client.get(server.url("/logout")), &[&judy_session, &planted_cookie]).await;
         let fields = [("csrf_token", judy_page.csrf())];
-        let out = send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session]).await;
+        let out =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session, &planted_cookie]).await;
         assert_eq!(out.status, StatusCode::OK);
         assert!(out.body.contains("Signed out"), "{}", out.body);
         assert_eq!(home_of(&server, &[&judy_session]).await, None);
         assert_eq!(home_of(&server, &[&ivan_session]).await.as_deref(), Some("ivan@example.com"));
+        // A form of a session that has ended since (signed out in another tab) is judged like
+        // one before sign-in: it goes through, and its page asks to sign in again.
+        let fields = [("csrf_token", judy_page.csrf()), ("email", "judy@example.com".to_string())];
+        let asked = send(server.client.post(server.url("/login")).form(&fields), &[&planted_cookie]).await;
+        assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
     }
 
     async fn the_magic_link_limit_holds_under_parallel_requests(backend: Backend) {

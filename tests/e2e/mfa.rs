@@ -117,6 +117,8 @@ on_both_backends! {
         let (cookie, pending_hash) = server.session_cookie(&user_id, true);
         let page = server.client.get(server.url("/login/mfa")).header("Cookie", &cookie).send().await.expect("GET");
         assert_eq!(page.status(), 200);
+        let csrf_cookie = crate::support::set_cookie(page.headers(), "truxe_csrf").expect("a CSRF cookie");
+        let cookie = format!("{cookie}; {csrf_cookie}");
         let body = page.text().await.expect("body");
         let csrf = crate::support::agent::forms(&body)
             .into_iter()

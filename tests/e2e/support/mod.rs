@@ -263,6 +263,14 @@ impl Drop for TestServer {
     }
 }
 
+/// `name=value` of the cookie a response sets under `name`, for a `Cookie` header.
+pub fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(reqwest::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        let pair = line.split(';').next()?.trim();
+        (pair.split_once('=')?.0 == name).then(|| pair.to_string())
+    })
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
