@@ -110,6 +110,8 @@ async fn zero_config_start_and_restart() {
     let token = std::fs::read_to_string(data.join("admin-token")).expect("token").trim().to_string();
     assert!(token.starts_with("adm_") && token.len() > 40, "{token}");
     assert!(output.contains(&token), "the generated admin token is printed on first start");
+    assert!(!output.contains("readable by other users"), "the generated key is private:\n{output}");
+    assert!(!output.contains("NOT RUNNING IN PRODUCTION MODE"), "an http issuer is no public server:\n{output}");
 
     let server = ServerProcess::start(cwd.path(), &[], port).await;
     let ready: serde_json::Value =
@@ -137,11 +139,19 @@ async fn production_logs_are_json_lines_and_unused_variables_are_named() {
         ("SMTP_HOST", "127.0.0.1"),
         ("EMAIL_FROM", "noreply@example.org"),
         ("SENTRY_DSN", "https://public-key@sentry.example.org/1"),
+        ("RATE_LIMIT_ENABLED", "false"),
+        ("RATE_LIMIT_MAX", "500"),
         ("LOG_LEVEL", "info"),
     ];
     let server = ServerProcess::start(cwd.path(), &env, free_port()).await;
     let (status, output) = server.terminate();
     assert!(status.success(), "{output}");
+    // RATE_LIMIT_ENABLED is acted on (the magic-link limit), and warned about in production;
+    // the other rate-limit variables are still named as not acted on.
+    assert!(output.contains("RATE_LIMIT_ENABLED=false in production"), "{output}");
+    assert!(!output.contains("RATE_LIMIT_ENABLED is set but not acted on"), "{output}");
+    assert!(output.contains("RATE_LIMIT_MAX is set but not acted on"), "{output}");
+    assert!(!output.contains("NOT RUNNING IN PRODUCTION MODE"), "{output}");
     let log_lines: Vec<&str> = output.lines().filter(|l| l.starts_with('{')).collect();
     assert!(!log_lines.is_empty(), "JSON log lines expected:\n{output}");
     for line in &log_lines {
@@ -151,4 +161,87 @@ async fn production_logs_are_json_lines_and_unused_variables_are_named() {
     assert!(!output.contains("SMTP_HOST is set but not acted on"), "SMTP is acted on: {output}");
     assert!(!output.contains("kR9vQ2mX7pL4wZ8tY1nB6cF3hJ5gD0sA"), "no secret in the logs");
     assert!(!output.contains("Zq8Wm3Np6Rt1Vx4Ys7Ub0Kc9Ld2Hf5Jg"), "no admin token in the logs");
+}
+
+/// The warning line (a `WARN` log line) containing `needle`, or a panic showing the output.
+fn warning_line<'a>(output: &'a str, needle: &str) -> &'a str {
+    let line =
+        output.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in:\n{output}"));
+    assert!(line.contains("WARN"), "logged as a warning: {line}");
+    line
+}
+
+on_both_backends! {
+    async fn a_signing_key_readable_by_others_is_warned_about_at_start(backend: Backend) {
+        let db = crate::support::TestDb::new(backend);
+        db.migrate();
+        let data = db.dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let key_file = data.join("jwt-private.pem");
+        std::fs::write(&key_file, test_key().private_pem().secret()).expect("key file");
+        let data_dir = data.display().to_string();
+        let env = [("DATABASE_URL", db.url.as_str()), ("TRUXE_DATA_DIR", data_dir.as_str()), ("LOG_LEVEL", "info")];
+
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let server = ServerProcess::start(db.dir.path(), &env, free_port()).await;
+        let kid: serde_json::Value =
+            reqwest::get(server.url("/health/ready")).await.expect("ready").json().await.expect("json");
+        assert_eq!(kid["checks"]["signing_key"]["kid"], test_key().kid(), "the file's key is used");
+        let (status, output) = server.terminate();
+        assert!(status.success(), "{output}");
+        let line = warning_line(&output, "the signing key file is readable by other users; chmod 600 it");
+        assert!(line.contains(&key_file.display().to_string()) && line.contains("644"), "names file and mode: {line}");
+
+        // Private again: no warning.
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let server = ServerProcess::start(db.dir.path(), &env, free_port()).await;
+        let (status, output) = server.terminate();
+        assert!(status.success(), "{output}");
+        assert!(!output.contains("readable by other users"), "{output}");
+    }
+
+    async fn a_development_server_with_an_https_issuer_warns_that_it_is_not_in_production(backend: Backend) {
+        let db = crate::support::TestDb::new(backend);
+        db.migrate();
+        let data_dir = db.dir.path().join("data").display().to_string();
+        let key = test_key().private_pem().secret().clone();
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("TRUXE_DATA_DIR", data_dir.as_str()),
+            ("JWT_PRIVATE_KEY", key.as_str()),
+            ("JWT_ISSUER", "https://auth.example.org"),
+            ("LOG_LEVEL", "info"),
+        ];
+        let server = ServerProcess::start(db.dir.path(), &env, free_port()).await;
+        let (status, output) = server.terminate();
+        assert!(status.success(), "{output}");
+        let line = warning_line(&output, "NOT RUNNING IN PRODUCTION MODE");
+        assert!(line.contains("JWT_ISSUER is \"https://auth.example.org\""), "names the issuer: {line}");
+        assert!(line.contains("TRUXE_ENV=production"), "says what to do: {line}");
+    }
+}
+
+/// The systemd unit starts a production server: its own `Environment=` lines alone already put
+/// the configuration in production mode (which then refuses every development shortcut).
+#[test]
+fn the_systemd_unit_runs_in_production_mode() {
+    let unit = include_str!("../../systemd/truxe-api.service");
+    let environment: std::collections::HashMap<String, String> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("Environment="))
+        .filter_map(|assignment| assignment.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    assert_eq!(environment.get("TRUXE_ENV").map(String::as_str), Some("production"), "{unit}");
+    let first = |needle: &str| unit.find(needle).unwrap_or_else(|| panic!("no {needle} in the unit"));
+    assert!(
+        first("Environment=TRUXE_ENV=production") < first("EnvironmentFile="),
+        "the env file can still override it (e.g. a staging host)"
+    );
+    let errors = match truxe_server::config::Config::from_lookup(&|name: &str| environment.get(name).cloned()) {
+        Ok(_) => panic!("the unit's environment alone must not pass production checks"),
+        Err(errors) => errors.to_string(),
+    };
+    assert!(errors.contains("JWT_PRIVATE_KEY: required in production"), "{errors}");
 }

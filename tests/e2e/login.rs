@@ -6,6 +6,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use truxe_server::mail::MailJobs;
 use truxe_server::mfa;
 use truxe_server::service::sign_in::{self, MAGIC_LINK_KEY};
 use truxe_server::service::users as user_service;
@@ -20,8 +21,6 @@ use crate::support::{Backend, TestServer, config_from};
 use crate::users::{json, new_user};
 
 const WAIT: Duration = Duration::from_secs(10);
-/// How long to wait before concluding that no mail will come.
-const QUIET: Duration = Duration::from_millis(1500);
 
 /// A server with SMTP pointed at `sink`, MFA on, plus `extra`.
 async fn start(backend: Backend, sink: &SmtpSink, extra: &[(&str, &str)]) -> TestServer {
@@ -41,6 +40,17 @@ async fn start(backend: Backend, sink: &SmtpSink, extra: &[(&str, &str)]) -> Tes
 fn pool(server: &TestServer) -> store::Pool {
     let config = config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
     store::connect(&config.database).expect("connect to the server's database")
+}
+
+/// (address, number of links) of every `magic_links` row, by address.
+fn link_rows(pool: &store::Pool) -> Vec<(String, i64)> {
+    let mut c = pool.get().expect("connection");
+    links_table::table
+        .group_by(links_table::email)
+        .select((links_table::email, diesel::dsl::count_star()))
+        .order(links_table::email)
+        .load(&mut c)
+        .expect("magic links")
 }
 
 fn create_user(pool: &store::Pool, email: &str) -> String {
@@ -84,12 +94,16 @@ fn hidden(html: &str, name: &str) -> Option<String> {
 
 impl Browser {
     fn new(server: &TestServer) -> Browser {
-        let client = reqwest::Client::builder()
+        Browser { client: Self::jar_client(), base: server.base_url.clone() }
+    }
+
+    /// Keeps cookies, does not follow redirects.
+    fn jar_client() -> reqwest::Client {
+        reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .expect("client");
-        Browser { client, base: server.base_url.clone() }
+            .expect("client")
     }
 
     async fn page(response: reqwest::Response) -> Page {
@@ -184,6 +198,18 @@ async fn signed_in_with_cookie(server: &TestServer, cookie: &str) -> bool {
     let response = server.client.get(server.url("/")).header("Cookie", cookie).send().await.expect("GET /").status();
     assert_ne!(response, StatusCode::INTERNAL_SERVER_ERROR);
     response == StatusCode::OK
+}
+
+/// The TOTP code of the current step, computed when it is sent.
+fn current_code(secret: &[u8]) -> String {
+    mfa::code_at(secret, unix_now()).expect("code")
+}
+
+/// Six digits that are no code of the steps around now (which the server may accept).
+fn wrong_code(secret: &[u8]) -> String {
+    let now = unix_now();
+    let near: Vec<String> = (-3..=3).map(|k| mfa::code_at(secret, now + k * mfa::STEP_SECS).expect("code")).collect();
+    (0..10u32).map(|d| d.to_string().repeat(6)).find(|c| !near.contains(c)).expect("a wrong code")
 }
 
 fn base32_decode(text: &str) -> Vec<u8> {
@@ -344,10 +370,13 @@ on_both_backends! {
         let normalise = |page: &Page, email: &str| page.body.replace(email, "EMAIL");
         assert_eq!(normalise(&unknown, "nobody@example.com"), normalise(&known, "bob@example.com"));
         assert_eq!(normalise(&disabled_page, "carol@example.com"), normalise(&known, "bob@example.com"));
+        // Every request was dealt with (looked up, and mailed or not) once the mailer is idle.
+        server.state.mailer.flush().await;
+        assert_eq!(server.state.mailer.jobs(), MailJobs { in_flight: 0, finished: 3 });
         let message = sink.wait_for_message(WAIT).await;
         assert_eq!(message.rcpt_to, ["bob@example.com"]);
-        tokio::time::sleep(QUIET).await;
         assert_eq!(sink.messages().len(), 1, "no mail to unknown or disabled addresses");
+        assert_eq!(link_rows(&pool), [("bob@example.com".to_string(), 1)], "no link for them either");
 
         // Five links per address per 15 minutes; the sixth request looks the same but sends nothing.
         for _ in 0..4 {
@@ -356,8 +385,10 @@ on_both_backends! {
         }
         let limited = browser.ask_for_link("bob@example.com", None).await;
         assert_eq!(limited.body, known.body);
-        tokio::time::sleep(QUIET).await;
+        server.state.mailer.flush().await;
+        assert_eq!(server.state.mailer.jobs().finished, 8);
         assert_eq!(sink.messages().len(), 5, "the sixth link in 15 minutes is not sent");
+        assert_eq!(link_rows(&pool), [("bob@example.com".to_string(), 5)], "nor stored");
         // Another address is not affected.
         create_user(&pool, "dave@example.com");
         browser.ask_for_link("dave@example.com", None).await;
@@ -386,9 +417,30 @@ on_both_backends! {
         let erin = user_service::get(&mut c, "erin@example.com").expect("erin");
         user_service::set_status(&mut c, &erin.user_id, truxe_server::model::user::UserStatus::Disabled, "test", now)
             .expect("disable");
+        let page = browser.get(&format!("/login/magic?token={}", token.secret())).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "disabling voided the link: {}", page.body);
+        assert!(page.body.contains("cannot be used") && !page.body.contains("erin@"), "{}", page.body);
+        assert_eq!(browser.signed_in_as().await, None);
+        // Should an account's status change under a live link any other way, using it is still
+        // refused.
+        let token = sign_in::new_token();
+        magic_links::insert(
+            &mut c,
+            &MagicLink {
+                token_hash: sign_in::hash_token(key.secret(), token.secret()),
+                email: "erin@example.com".to_string(),
+                user_id: None,
+                created_at: now,
+                expires_at: now + 600,
+                consumed_at: None,
+                return_to: None,
+                ip: None,
+            },
+        )
+        .expect("insert");
         let page = browser.follow_link(token.secret()).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
-        assert!(page.body.contains("disabled"));
+        assert!(page.body.contains("Account disabled"), "{}", page.body);
         assert_eq!(browser.signed_in_as().await, None);
     }
 
@@ -463,8 +515,11 @@ on_both_backends! {
         let page = fresh.post("/login", &[("csrf_token", &other_token), ("email", "alice@example.com")]).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN);
         assert!(page.body.contains("nothing was done"), "{}", page.body);
-        tokio::time::sleep(QUIET).await;
+        // Refused before any mail work started: none was ever begun, no link stored or sent.
+        server.state.mailer.flush().await;
+        assert_eq!(server.state.mailer.jobs(), MailJobs::default(), "no mail work for a refused form");
         assert!(sink.messages().is_empty(), "no link was sent by a form without a valid CSRF token");
+        assert_eq!(link_rows(&pool), [("alice@example.com".to_string(), 1)], "only the expired one made above");
 
         // A link posted without the token is not used up: the proper post still works.
         browser.ask_for_link("alice@example.com", None).await;
@@ -517,14 +572,15 @@ on_both_backends! {
             .expect("expire");
         assert!(!signed_in_with_cookie(&server, &format!("truxe_session={bob_cookie}")).await, "expired");
         assert_eq!(bob.signed_in_as().await, None);
-        // A disabled user's session stops working at once.
+        // A disabled user's session stops working at once, and enabling the user again does not
+        // bring it back: disabling ended it.
         let alice = user_service::get(&mut c, "alice@example.com").expect("alice");
         user_service::set_status(&mut c, &alice.user_id, truxe_server::model::user::UserStatus::Disabled, "test", now)
             .expect("disable");
         assert!(!signed_in_with_cookie(&server, &format!("truxe_session={alice_cookie}")).await, "disabled");
         user_service::set_status(&mut c, &alice.user_id, truxe_server::model::user::UserStatus::Active, "test", now)
             .expect("enable");
-        assert!(signed_in_with_cookie(&server, &format!("truxe_session={alice_cookie}")).await);
+        assert!(!signed_in_with_cookie(&server, &format!("truxe_session={alice_cookie}")).await, "ended for good");
 
         // Bad input: never a 500, never a sign-in.
         let hostile = Browser::new(&server);
@@ -578,13 +634,14 @@ on_both_backends! {
         // Only known methods.
         let status = server.client.put(server.url("/login")).send().await.expect("PUT").status();
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-        // Link rows are only consumed through the page.
+        // Link rows are only consumed through the page (four), or voided when their account is
+        // disabled (alice's expired one).
         let used: i64 = links_table::table
             .filter(links_table::consumed_at.is_not_null())
             .count()
             .get_result(&mut c)
             .expect("count");
-        assert_eq!(used, 4);
+        assert_eq!(used, 5);
     }
 
     async fn mfa_enrolment_and_sign_in_with_lockout(backend: Backend) {
@@ -614,7 +671,8 @@ on_both_backends! {
         assert_eq!(secret.len(), 20);
         let csrf = setup.csrf();
         let now = unix_now();
-        let wrong = if mfa::code_at(&secret, now).expect("code") == "000000" { "111111" } else { "000000" };
+        let wrong = wrong_code(&secret);
+        let wrong = wrong.as_str();
         let page = browser.post("/login/mfa/setup", &[("csrf_token", &csrf), ("code", wrong)]).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST);
         assert!(page.body.contains("not valid") && page.body.contains("<svg"), "{}", page.body);
@@ -652,12 +710,19 @@ on_both_backends! {
         let page = browser.post("/login/mfa", &[("csrf_token", &csrf), ("code", wrong)]).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST);
         assert!(page.body.contains("not valid"), "{}", page.body);
-        let page = browser.post("/login/mfa", &[("code", &mfa::code_at(&secret, now + 30).expect("code"))]).await;
+        // The enrolment used up the code of its step; as if it had been a while ago, so that the
+        // current code is good whatever the clock says now.
+        {
+            let mut c = pool.get().expect("connection");
+            diesel::update(users_table::table.filter(users_table::user_id.eq(&user_id)))
+                .set(users_table::mfa_last_step.eq(None::<i64>))
+                .execute(&mut c)
+                .expect("forget the last step");
+        }
+        let page = browser.post("/login/mfa", &[("code", &current_code(&secret))]).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN);
-        // The next step's code (the enrolment used this one): signed in, with a new session id.
-        let done = browser
-            .post("/login/mfa", &[("csrf_token", &csrf), ("code", &mfa::code_at(&secret, now + 30).expect("code"))])
-            .await;
+        // The current code: signed in, with a new session id.
+        let done = browser.post("/login/mfa", &[("csrf_token", &csrf), ("code", &current_code(&secret))]).await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
         assert_eq!(done.location(), "/");
         let full_cookie = cookie_value(&done, "truxe_session").expect("new cookie");
@@ -694,7 +759,7 @@ on_both_backends! {
             let expected = if attempt == 5 { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::BAD_REQUEST };
             assert_eq!(page.status, expected, "attempt {attempt}: {}", page.body);
         }
-        let right = mfa::code_at(&secret, unix_now()).expect("code");
+        let right = current_code(&secret);
         let page = browser.post("/login/mfa", &[("csrf_token", &csrf), ("code", &right)]).await;
         assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(page.body.contains("Too many wrong codes"), "{}", page.body);
@@ -729,4 +794,314 @@ async fn mfa_pages_are_absent_when_mfa_is_off() {
     browser.sign_in(&sink, "zoe@example.com").await;
     let home = browser.get("/").await;
     assert!(home.body.contains("zoe@example.com") && !home.body.contains("/login/mfa/setup"), "{}", home.body);
+}
+
+/// The whole `Set-Cookie` line for cookie `name`, if the response sets it.
+fn set_cookie_line(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|line| line.split(';').next().and_then(|pair| pair.split_once('=')).is_some_and(|(n, _)| n == name))
+        .map(str::to_string)
+}
+
+/// `name=value` of the cookie in a `Set-Cookie` line.
+fn cookie_pair(line: &str) -> String {
+    line.split(';').next().expect("name=value").trim().to_string()
+}
+
+/// A request without a cookie jar: exactly the cookies given.
+async fn send(request: reqwest::RequestBuilder, cookies: &[&str]) -> Page {
+    let request = if cookies.is_empty() { request } else { request.header("Cookie", cookies.join("; ")) };
+    Browser::page(request.send().await.expect("request")).await
+}
+
+/// Who `/` says the browser holding `cookies` is signed in as.
+async fn home_of(server: &TestServer, cookies: &[&str]) -> Option<String> {
+    let page = send(server.client.get(server.url("/")), cookies).await;
+    if page.status != StatusCode::OK {
+        assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/login"));
+        return None;
+    }
+    let start = page.body.find("signed in as <strong>")? + "signed in as <strong>".len();
+    let end = page.body[start..].find('<')?;
+    Some(page.body[start..start + end].to_string())
+}
+
+const PRODUCTION_ISSUER: &str = "https://auth.truxe.test";
+
+on_both_backends! {
+    async fn production_cookies_are_host_prefixed_and_secure(backend: Backend) {
+        let sink = SmtpSink::start().await;
+        let server = start(
+            backend,
+            &sink,
+            &[
+                ("TRUXE_ENV", "production"),
+                ("JWT_ISSUER", PRODUCTION_ISSUER),
+                ("SESSION_SECRET", "q8Zr2LxV0pTn5Kc7Wb1Ys9Hf3Dg6Mj4Ea_Ru"),
+            ],
+        )
+        .await;
+        assert!(server.state.config.is_production() && server.state.config.session.secure);
+        create_user(&pool(&server), "hana@example.com");
+
+        // The CSRF cookie of the sign-in page: __Host-, Secure, Path=/, no Domain.
+        let login = send(server.client.get(server.url("/login")), &[]).await;
+        assert_eq!(login.status, StatusCode::OK);
+        assert_eq!(set_cookie_line(&login.headers, "truxe_csrf"), None, "no unprefixed cookie in production");
+        let csrf_line = set_cookie_line(&login.headers, "__Host-truxe_csrf").expect("the __Host- CSRF cookie");
+        for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+            assert!(csrf_line.split("; ").any(|a| a == attribute), "{attribute} missing: {csrf_line}");
+        }
+        assert!(!csrf_line.contains("Domain"), "{csrf_line}");
+        let csrf_cookie = cookie_pair(&csrf_line);
+        let csrf = login.csrf();
+
+        // Only the prefixed name is read: the same value under the plain name (what a sibling
+        // subdomain could set) is no cookie at all.
+        let planted = csrf_cookie.replacen("__Host-truxe_csrf=", "truxe_csrf=", 1);
+        let form = [("csrf_token", csrf.as_str()), ("email", "hana@example.com")];
+        let refused = send(server.client.post(server.url("/login")).form(&form), &[&planted]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(refused.body.contains("This form has expired"), "{}", refused.body);
+        let asked = send(server.client.post(server.url("/login")).form(&form), &[&csrf_cookie]).await;
+        assert_eq!(asked.status, StatusCode::OK);
+        assert!(asked.body.contains("Check your email"), "{}", asked.body);
+        server.state.mailer.flush().await;
+        let link = sink
+            .wait_for_message(WAIT)
+            .await
+            .url_in_text(&format!("{PRODUCTION_ISSUER}/login/magic?token="))
+            .expect("a link to the https issuer");
+        let token = link.split_once("token=").map(|(_, t)| t.to_string()).expect("token");
+
+        // The session cookie: __Host-truxe_session, Secure, HttpOnly, SameSite, Path=/, no Domain.
+        let magic = send(server.client.get(server.url(&format!("/login/magic?token={token}"))), &[&csrf_cookie])
+            .await;
+        assert_eq!(magic.status, StatusCode::OK, "{}", magic.body);
+        let fields = [("csrf_token", magic.csrf()), ("token", token.clone())];
+        let done = send(server.client.post(server.url("/login/magic")).form(&fields), &[&csrf_cookie]).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(set_cookie_line(&done.headers, "truxe_session"), None, "no unprefixed cookie in production");
+        let session_line = set_cookie_line(&done.headers, "__Host-truxe_session").expect("the __Host- session cookie");
+        for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=86400"] {
+            assert!(session_line.split("; ").any(|a| a == attribute), "{attribute} missing: {session_line}");
+        }
+        assert!(!session_line.contains("Domain"), "{session_line}");
+        let session_cookie = cookie_pair(&session_line);
+        assert_eq!(home_of(&server, &[&session_cookie]).await.as_deref(), Some("hana@example.com"));
+        let unprefixed = session_cookie.replacen("__Host-truxe_session=", "truxe_session=", 1);
+        assert_eq!(home_of(&server, &[&unprefixed]).await, None, "the plain name signs nobody in");
+
+        // Signing out removes the prefixed cookie with the same attributes.
+        let logout = send(server.client.get(server.url("/logout")), &[&session_cookie, &csrf_cookie]).await;
+        assert_eq!(set_cookie_line(&logout.headers, "__Host-truxe_csrf"), None, "the browser has one");
+        let fields = [("csrf_token", logout.csrf())];
+        let out =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&session_cookie, &csrf_cookie]).await;
+        assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+        let removal = set_cookie_line(&out.headers, "__Host-truxe_session").expect("removal");
+        assert!(removal.contains("Max-Age=0") && removal.contains("Secure") && removal.contains("Path=/"), "{removal}");
+        assert_eq!(home_of(&server, &[&session_cookie]).await, None);
+    }
+
+    async fn csrf_tokens_are_bound_to_the_browser_session(backend: Backend) {
+        let sink = SmtpSink::start().await;
+        let server = start(backend, &sink, &[]).await;
+        let pool = pool(&server);
+        let ivan = create_user(&pool, "ivan@example.com");
+        let judy = create_user(&pool, "judy@example.com");
+        let (ivan_session, _) = server.session_cookie(&ivan, false);
+        let (judy_session, _) = server.session_cookie(&judy, false);
+
+        // Signed in, the form token is bound to the browser's CSRF cookie and to its session.
+        let ivan_page = send(server.client.get(server.url("/logout")), &[&ivan_session]).await;
+        let ivan_csrf = cookie_pair(&set_cookie_line(&ivan_page.headers, "truxe_csrf").expect("csrf cookie"));
+        let ivan_token = ivan_page.csrf();
+        assert_eq!(ivan_token.split('.').count(), 2, "cookie part and session part: {ivan_token}");
+
+        // Ivan's cookie and token, planted next to Judy's session: refused, Judy stays signed in.
+        let fields = [("csrf_token", ivan_token.as_str())];
+        let refused =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session, &ivan_csrf]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(refused.body.contains("nothing was done"), "{}", refused.body);
+        assert_eq!(home_of(&server, &[&judy_session]).await.as_deref(), Some("judy@example.com"));
+
+        // A valid pre-sign-in pair (cookie and token) from another browser, planted next to
+        // Judy's session as a sibling subdomain could: refused too.
+        let stranger = send(server.client.get(server.url("/login")), &[]).await;
+        let planted_cookie = cookie_pair(&set_cookie_line(&stranger.headers, "truxe_csrf").expect("csrf cookie"));
+        let planted_token = stranger.csrf();
+        assert!(!planted_token.contains('.'), "no session, no session part: {planted_token}");
+        let fields = [("csrf_token", planted_token.as_str())];
+        let refused =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session, &planted_cookie]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(home_of(&server, &[&judy_session]).await.as_deref(), Some("judy@example.com"));
+        // Nor does Ivan's token with Ivan's session part cut off.
+        let cut = ivan_token.split('.').next().expect("cookie part").to_string();
+        let fields = [("csrf_token", cut.as_str())];
+        let refused =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&ivan_session, &ivan_csrf]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        // The pre-sign-in pair still works where it belongs: before sign-in, in its own browser.
+        let form = [("csrf_token", planted_token.as_str()), ("email", "ivan@example.com")];
+        let asked = send(server.client.post(server.url("/login")).form(&form), &[&planted_cookie]).await;
+        assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+
+        // Each session's own token works for it, with its own cookie.
+        let judy_page = send(server.client.get(server.url("/logout")), &[&judy_session, &planted_cookie]).await;
+        let fields = [("csrf_token", judy_page.csrf())];
+        let out =
+            send(server.client.post(server.url("/logout")).form(&fields), &[&judy_session, &planted_cookie]).await;
+        assert_eq!(out.status, StatusCode::OK);
+        assert!(out.body.contains("Signed out"), "{}", out.body);
+        assert_eq!(home_of(&server, &[&judy_session]).await, None);
+        assert_eq!(home_of(&server, &[&ivan_session]).await.as_deref(), Some("ivan@example.com"));
+        // A form of a session that has ended since (signed out in another tab) is judged like
+        // one before sign-in: it goes through, and its page asks to sign in again.
+        let fields = [("csrf_token", judy_page.csrf()), ("email", "judy@example.com".to_string())];
+        let asked = send(server.client.post(server.url("/login")).form(&fields), &[&planted_cookie]).await;
+        assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+    }
+
+    async fn the_magic_link_limit_holds_under_parallel_requests(backend: Backend) {
+        const REQUESTS: usize = 20;
+        let sink = SmtpSink::start().await;
+        // A connection for every request, so that none waits for another's to be returned.
+        let server = start(backend, &sink, &[("DATABASE_POOL_MAX", "24")]).await;
+        let pool = pool(&server);
+        create_user(&pool, "kim@example.com");
+        // Twenty browsers with their own CSRF cookie and token, all sending at once.
+        let mut browsers = Vec::new();
+        for _ in 0..REQUESTS {
+            let browser = Browser::new(&server);
+            let csrf = browser.get("/login").await.csrf();
+            browsers.push((browser, csrf));
+        }
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(REQUESTS));
+        let requests: Vec<_> = browsers
+            .into_iter()
+            .map(|(browser, csrf)| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    browser.post("/login", &[("csrf_token", &csrf), ("email", "kim@example.com")]).await
+                })
+            })
+            .collect();
+        for request in requests {
+            let page = request.await.expect("request task");
+            assert_eq!(page.status, StatusCode::OK);
+            assert!(page.body.contains("Check your email"), "{}", page.body);
+        }
+        server.state.mailer.flush().await;
+        assert_eq!(server.state.mailer.jobs(), MailJobs { in_flight: 0, finished: REQUESTS as u64 });
+        let messages = sink.messages();
+        assert_eq!(messages.len(), 5, "exactly the limit is sent");
+        assert!(messages.iter().all(|m| m.rcpt_to == ["kim@example.com"]));
+        let mut tokens: Vec<String> = messages.iter().map(token_of).collect();
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), 5, "five different links");
+        assert_eq!(link_rows(&pool), [("kim@example.com".to_string(), 5)], "exactly the limit is stored");
+    }
+
+    async fn the_magic_link_limit_is_configurable_and_can_be_turned_off(backend: Backend) {
+        // Two links per hour: links older than the hour do not count, one inside it does.
+        let sink = SmtpSink::start().await;
+        let server =
+            start(backend, &sink, &[("TRUXE_MAGIC_LINK_LIMIT", "2"), ("TRUXE_MAGIC_LINK_WINDOW", "1h")]).await;
+        let limited_pool = pool(&server);
+        create_user(&limited_pool, "lee@example.com");
+        {
+            let mut c = limited_pool.get().expect("connection");
+            let now = unix_now();
+            for (i, created_at) in [now - 3601, now - 3601, now - 3601, now - 3500].into_iter().enumerate() {
+                let link = MagicLink {
+                    token_hash: format!("earlier-{i}"),
+                    email: "lee@example.com".to_string(),
+                    user_id: None,
+                    created_at,
+                    expires_at: created_at + 900,
+                    consumed_at: None,
+                    return_to: None,
+                    ip: None,
+                };
+                magic_links::insert(&mut c, &link).expect("insert");
+            }
+        }
+        let browser = Browser::new(&server);
+        for _ in 0..3 {
+            browser.ask_for_link("lee@example.com", None).await;
+        }
+        server.state.mailer.flush().await;
+        assert_eq!(sink.messages().len(), 1, "one more within the hour");
+        assert_eq!(link_rows(&limited_pool), [("lee@example.com".to_string(), 5)]);
+
+        // RATE_LIMIT_ENABLED=false: no per-address limit at all.
+        let sink = SmtpSink::start().await;
+        let unlimited = start(backend, &sink, &[("RATE_LIMIT_ENABLED", "false")]).await;
+        assert_eq!(unlimited.state.config.rate_limit.magic_link_limit(), None);
+        let unlimited_pool = pool(&unlimited);
+        create_user(&unlimited_pool, "lee@example.com");
+        let browser = Browser::new(&unlimited);
+        for _ in 0..7 {
+            browser.ask_for_link("lee@example.com", None).await;
+        }
+        unlimited.state.mailer.flush().await;
+        assert_eq!(sink.messages().len(), 7);
+        assert_eq!(link_rows(&unlimited_pool), [("lee@example.com".to_string(), 7)]);
+    }
+
+    async fn sign_in_while_smtp_is_down_answers_the_same_and_logs_the_failure(backend: Backend) {
+        let db = crate::support::TestDb::new(backend);
+        db.migrate();
+        {
+            let config = config_from(&[("DATABASE_URL", &db.url)], &db.dir);
+            let mut c = store::connect_one(&config.database).expect("connect");
+            user_service::create(&mut c, &new_user("mia@example.com"), "test", unix_now()).expect("user");
+        }
+        let dead = crate::support::free_port().to_string();
+        let key = crate::support::test_key_pem();
+        let data_dir = db.dir.path().join("data").display().to_string();
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("TRUXE_DATA_DIR", data_dir.as_str()),
+            ("JWT_PRIVATE_KEY", key.as_str()),
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", dead.as_str()),
+            ("SMTP_SECURE", "false"),
+            ("EMAIL_FROM", "noreply@truxe.test"),
+            ("LOG_LEVEL", "info"),
+        ];
+        let server =
+            crate::support::process::ServerProcess::start(db.dir.path(), &env, crate::support::free_port()).await;
+        let browser = Browser { client: Browser::jar_client(), base: server.url("") };
+        let unknown = browser.ask_for_link("nobody@example.com", None).await;
+        let page = browser.ask_for_link("mia@example.com", None).await;
+        // The same answer as for any address: the mail is sent after it.
+        assert_eq!(page.body.replace("mia@example.com", "EMAIL"), unknown.body.replace("nobody@example.com", "EMAIL"));
+        let line = server.wait_for_log("cannot send the magic-link email", WAIT);
+        assert!(line.contains(&format!("127.0.0.1:{dead}")), "names the mail server: {line}");
+        assert!(line.contains("example.com") && !line.contains("mia@"), "the domain only: {line}");
+        server.wait_for_log("without an active account; no email sent", WAIT);
+        // The link was made (a retry of the mail would find it), the server is fine.
+        let config = config_from(&[("DATABASE_URL", &db.url)], &db.dir);
+        let mut c = store::connect_one(&config.database).expect("connect");
+        let rows: i64 = links_table::table
+            .filter(links_table::email.eq("mia@example.com"))
+            .count()
+            .get_result(&mut c)
+            .expect("count");
+        assert_eq!(rows, 1);
+        let health = browser.client.get(server.url("/health")).send().await.expect("health");
+        assert_eq!(health.status(), StatusCode::OK);
+        let (status, output) = server.terminate();
+        assert!(status.success(), "{output}");
+        assert!(!output.contains("panicked"), "{output}");
+    }
 }

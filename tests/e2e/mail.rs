@@ -154,3 +154,61 @@ async fn without_smtp_development_logs_and_production_refuses() {
     let mailer = Mailer::from_config(&remote).expect("smtp mailer");
     assert!(mailer.describe().contains("STARTTLS"), "{}", mailer.describe());
 }
+
+/// Background mail work is counted from the moment it is handed over until it finishes, so a
+/// caller (a test, a graceful shutdown) can wait for it instead of sleeping.
+#[tokio::test]
+async fn background_mail_is_counted_and_flushed() {
+    use truxe_server::mail::MailJobs;
+    let dir = tempfile::tempdir().expect("tmp");
+    let sink = SmtpSink::start().await;
+    let mailer = std::sync::Arc::new(mailer_for(sink.port(), &[], &dir));
+    assert_eq!(mailer.jobs(), MailJobs::default());
+    mailer.flush().await;
+
+    // A job that cannot finish before we let it: counted as in flight until then.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let held = std::sync::Arc::clone(&mailer);
+    mailer.spawn_job(async move {
+        let _ = released.await;
+        held.send_magic_link("held@example.com", "http://127.0.0.1:3001/h", Duration::from_secs(60))
+            .await
+            .expect("sent");
+    });
+    for i in 0..3 {
+        let mailer_for_job = std::sync::Arc::clone(&mailer);
+        mailer.spawn_job(async move {
+            let link = format!("http://127.0.0.1:3001/login/magic?token=b{i}");
+            mailer_for_job
+                .send_magic_link(&format!("b{i}@example.com"), &link, Duration::from_secs(60))
+                .await
+                .expect("sent");
+        });
+    }
+    assert_eq!(mailer.jobs().in_flight + mailer.jobs().finished, 4, "counted when handed over");
+    let waiting = {
+        let mailer = std::sync::Arc::clone(&mailer);
+        tokio::spawn(async move { mailer.flush().await })
+    };
+    for _ in 0..3 {
+        sink.wait_for_message(WAIT).await;
+    }
+    assert!(!waiting.is_finished(), "flush waits for the held job");
+    assert!(mailer.jobs().in_flight >= 1, "{:?}", mailer.jobs());
+    release.send(()).expect("release");
+    waiting.await.expect("flush");
+    assert_eq!(mailer.jobs(), MailJobs { in_flight: 0, finished: 4 });
+    assert_eq!(sink.messages().len(), 4, "everything handed over was sent by the time flush returned");
+
+    // A failed send is finished too (the failure is the job's to log).
+    let dead = std::sync::Arc::new(mailer_for(free_port(), &[], &dir));
+    let failing = std::sync::Arc::clone(&dead);
+    let (report, outcome) = tokio::sync::oneshot::channel();
+    dead.spawn_job(async move {
+        let sent = failing.send_magic_link("x@example.com", "http://127.0.0.1:3001/x", Duration::from_secs(60)).await;
+        let _ = report.send(sent.is_ok());
+    });
+    dead.flush().await;
+    assert_eq!(dead.jobs(), MailJobs { in_flight: 0, finished: 1 });
+    assert_eq!(outcome.await.ok(), Some(false), "the send failed");
+}

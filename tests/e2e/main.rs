@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accounts;
 mod audit_shutdown;
 mod authorize;
 mod browser;

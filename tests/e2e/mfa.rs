@@ -5,12 +5,12 @@ use diesel::prelude::*;
 use truxe_server::mfa::{self, LOCKOUT_SECS, STEP_SECS};
 use truxe_server::service::mfa::{self as mfa_service, Method, MfaServiceError};
 use truxe_server::service::users;
-use truxe_server::store::schema::{audit_events, users as users_table};
+use truxe_server::store::schema::{audit_events, sessions, users as users_table};
 use truxe_server::store::{self, AnyConnection};
 
 use crate::on_both_backends;
-use crate::support::config_from;
 use crate::support::process::truxectl;
+use crate::support::{TestServer, config_from};
 use crate::users::{conn, json, migrated, new_user};
 
 const NOW: i64 = 1_800_000_000;
@@ -26,6 +26,13 @@ fn enrolled(c: &mut AnyConnection, email: &str) -> (String, Vec<u8>, Vec<String>
     let secret = enrolment.secret.secret().clone();
     let codes = mfa_service::confirm_enrolment(c, &user.user_id, &code(&secret, NOW), NOW).expect("confirm");
     (user.user_id, secret, codes.iter().map(|c| c.secret().clone()).collect())
+}
+
+/// Six digits that are no code of the steps around the real clock (the HTTP pages use it).
+fn wrong_code(secret: &[u8]) -> String {
+    let now = truxe_server::store::unix_now();
+    let near: Vec<String> = (-3..=3).map(|k| code(secret, now + k * STEP_SECS)).collect();
+    (0..10u32).map(|d| d.to_string().repeat(6)).find(|c| !near.contains(c)).expect("a wrong code")
 }
 
 fn stored_secret(c: &mut AnyConnection, user_id: &str) -> Option<String> {
@@ -90,6 +97,83 @@ on_both_backends! {
         assert!(matches!(mfa_service::verify(c, id, &code(&secret, later), later + 1), Err(MfaServiceError::CodeReused)));
         assert_eq!(actions(c, id), ["user.mfa_enrolled"]);
         assert!(matches!(mfa_service::verify(c, "usr_nobody", "123456", NOW), Err(MfaServiceError::NotFound(_))));
+    }
+
+    async fn mfa_lockout_holds_against_parallel_guesses_over_http(backend: Backend) {
+        const GUESSES: usize = 12;
+        let max = (GUESSES + 4).to_string();
+        let server = TestServer::start_with(backend, &[("MFA_ENABLED", "true"), ("DATABASE_POOL_MAX", &max)]).await;
+        let user_id = server.create_user("grace@example.com");
+        let secret = {
+            let c = &mut *server.state.pool.get().expect("connection");
+            // Ten minutes ago by the real clock, which the pages use.
+            let at = truxe_server::store::unix_now() - 600;
+            let enrolment = mfa_service::begin_enrolment(c, &user_id, "Truxe Test", at).expect("begin");
+            let secret = enrolment.secret.secret().clone();
+            mfa_service::confirm_enrolment(c, &user_id, &code(&secret, at), at).expect("confirm");
+            secret
+        };
+        // Past the magic link, owing the second factor; every guess from this one browser.
+        let (cookie, pending_hash) = server.session_cookie(&user_id, true);
+        let page = server.client.get(server.url("/login/mfa")).header("Cookie", &cookie).send().await.expect("GET");
+        assert_eq!(page.status(), 200);
+        let csrf_cookie = crate::support::set_cookie(page.headers(), "truxe_csrf").expect("a CSRF cookie");
+        let cookie = format!("{cookie}; {csrf_cookie}");
+        let body = page.text().await.expect("body");
+        let csrf = crate::support::agent::forms(&body)
+            .into_iter()
+            .flat_map(|form| form.fields)
+            .find(|(name, _)| name == "csrf_token")
+            .map(|(_, value)| value)
+            .expect("csrf_token");
+        let wrong = wrong_code(&secret);
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(GUESSES));
+        let guesses: Vec<_> = (0..GUESSES)
+            .map(|_| {
+                let (client, url, start) = (server.client.clone(), server.url("/login/mfa"), start.clone());
+                let form = [("csrf_token", csrf.clone()), ("code", wrong.clone())];
+                let cookie = cookie.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let response = client.post(url).header("Cookie", cookie).form(&form).send().await.expect("POST");
+                    (response.status().as_u16(), response.text().await.expect("body"))
+                })
+            })
+            .collect();
+        let (mut wrong_code_pages, mut locked_pages) = (0, 0);
+        for guess in guesses {
+            match guess.await.expect("guess") {
+                (400, body) => {
+                    assert!(body.contains("That code is not valid."), "{body}");
+                    wrong_code_pages += 1;
+                }
+                (429, body) => {
+                    let message = "Too many wrong codes. For your security, try again in 15 minutes.";
+                    assert!(body.contains(message), "{body}");
+                    locked_pages += 1;
+                }
+                (status, body) => panic!("a wrong guess answered {status}: {body}"),
+            }
+        }
+        assert_eq!((wrong_code_pages, locked_pages), (4, 8), "wrong-code and locked pages");
+        let c = &mut *server.state.pool.get().expect("connection");
+        let user = users::find(c, &user_id).expect("find").expect("user");
+        assert!(user.mfa_locked_until.is_some_and(|until| until > truxe_server::store::unix_now()));
+        assert_eq!(actions(c, &user_id), ["user.mfa_enrolled", "user.mfa_locked"], "the lockout is audited once");
+        // Still pending: no guess signed anybody in.
+        let pending: (bool, Option<i64>) = sessions::table
+            .filter(sessions::session_hash.eq(&pending_hash))
+            .select((sessions::mfa_pending, sessions::revoked_at))
+            .first(c)
+            .expect("session");
+        assert_eq!(pending, (true, None));
+        let live: i64 = sessions::table
+            .filter(sessions::user_id.eq(&user_id))
+            .filter(sessions::mfa_pending.eq(false))
+            .count()
+            .get_result(c)
+            .expect("count");
+        assert_eq!(live, 0);
     }
 
     async fn mfa_locks_after_five_wrong_codes(backend: Backend) {
@@ -157,10 +241,9 @@ on_both_backends! {
                 other => panic!("a wrong guess is refused: {other:?}"),
             }
         }
-        // Each lockout period evaluates at most five guesses; the rest are refused unchecked.
-        assert!(wrong_code <= mfa::MAX_FAILED_ATTEMPTS as usize, "{wrong_code} wrong codes were checked");
-        assert!(locked >= GUESSES - mfa::MAX_FAILED_ATTEMPTS as usize, "{locked} refused as locked");
-        assert_eq!(wrong_code + locked, GUESSES);
+        // Exactly five guesses are checked: four are answered as wrong, the fifth starts the
+        // lockout and is answered as locked, like the seven refused unchecked.
+        assert_eq!((wrong_code, locked), (4, 8), "wrong-code and locked answers");
         let c = &mut *conn(&pool);
         let user = users::find(c, &id).expect("find").expect("user");
         assert_eq!(user.mfa_locked_until, Some(now + LOCKOUT_SECS), "locked afterwards");

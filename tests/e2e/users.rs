@@ -2,11 +2,16 @@
 //! delete, sign-in look-up), magic-link storage, and `truxectl users`.
 
 use diesel::prelude::*;
+use truxe_server::model::request::RequestMeta;
 use truxe_server::model::user::UserStatus;
+use truxe_server::service::sessions as sessions_service;
+use truxe_server::service::sign_in::{self, Redeemed};
 use truxe_server::service::users::{self as users, NewUser, SignIn, UserError};
 use truxe_server::store::magic_links::{self, MagicLink};
-use truxe_server::store::schema::{audit_events, sessions};
-use truxe_server::store::{self, AnyConnection, PooledConnection};
+use truxe_server::store::schema::{
+    audit_events, magic_links as magic_links_table, oauth_authorization_codes as codes_table, sessions,
+};
+use truxe_server::store::{self, AnyConnection, PooledConnection, grants, housekeeping};
 
 use crate::on_both_backends;
 use crate::support::process::{text, truxectl};
@@ -202,26 +207,187 @@ on_both_backends! {
         assert_eq!(magic_links::consume(c, "stale", NOW).expect("consume"), None, "expired");
         assert_eq!(magic_links::consume(c, "unknown", NOW).expect("consume"), None);
 
-        // Concurrent redemptions of one link: exactly one wins.
-        let winners: usize = std::thread::scope(|scope| {
+        // Concurrent redemptions of one link, each going on as `/login/magic` does (a session
+        // for whoever won): started together, exactly one wins and one session exists.
+        const KEY: &[u8] = b"magic-link key of this test";
+        let gina = users::create(c, &new_user("gina@example.com"), "test", NOW).expect("user");
+        let token = sign_in::new_token();
+        let hash = sign_in::hash_token(KEY, token.secret());
+        magic_links::insert(c, &link(&hash, "gina@example.com", Some(&gina.user_id), NOW + 900)).expect("insert");
+        let start = std::sync::Barrier::new(4);
+        let outcomes: Vec<&'static str> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
-                    let pool = pool.clone();
+                    let (pool, start, token) = (pool.clone(), &start, token.secret().clone());
                     scope.spawn(move || {
                         let mut c = pool.get().expect("connection");
-                        magic_links::consume(&mut c, "live", NOW).expect("consume").is_some() as usize
+                        start.wait();
+                        match sign_in::redeem_link(&mut c, KEY, &token, false, NOW).expect("redeem") {
+                            Redeemed::SignIn { user, .. } => {
+                                let meta = RequestMeta::default();
+                                sessions_service::start(&mut c, &user, &["email"], false, 3600, &meta, NOW)
+                                    .expect("session");
+                                "signed in"
+                            }
+                            Redeemed::InvalidLink => "invalid link",
+                            other => panic!("{other:?}"),
+                        }
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
         });
-        assert_eq!(winners, 1);
-        let used = magic_links::find(c, "live").expect("find").expect("link");
-        assert_eq!(used.consumed_at, Some(NOW));
+        let mut sorted = outcomes.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["invalid link", "invalid link", "invalid link", "signed in"]);
+        let used = magic_links::find(c, &hash).expect("find").expect("link");
+        assert_eq!(used.consumed_at, Some(NOW), "consumed once, by the winner");
         assert!(!used.is_usable(NOW));
+        let gina_sessions: i64 =
+            sessions::table.filter(sessions::user_id.eq(&gina.user_id)).count().get_result(c).expect("count");
+        assert_eq!(gina_sessions, 1, "exactly one session");
+        let signed_in: Vec<String> = audit_actions(c, &gina.user_id);
+        assert_eq!(signed_in, ["user.created", "user.email_verified", "user.signed_in"]);
 
         assert_eq!(magic_links::delete_expired(c, NOW).expect("cleanup"), 1);
         assert!(magic_links::find(c, "stale").expect("find").is_none());
+    }
+
+    async fn users_hourly_purge_removes_only_what_nothing_can_use(backend: Backend) {
+        // A server for a registered client (codes belong to one); the purge runs on its database.
+        let server = crate::support::TestServer::start(backend).await;
+        let client = server
+            .register_client(serde_json::json!({
+                "client_name": "Purge Test",
+                "redirect_uris": ["https://app.example.com/cb"],
+                "allowed_scopes": ["openid"],
+            }))
+            .await;
+        let client_id = client["client_id"].as_str().expect("client_id").to_string();
+        let c = &mut *server.state.pool.get().expect("connection");
+        let user = users::create(c, &new_user("hugo@example.com"), "test", NOW).expect("user").user_id;
+        const DAY: i64 = 86_400;
+
+        // Magic links: kept until a day after they expired.
+        let links =
+            [("link-expired-2d", NOW - 2 * DAY), ("link-expired-23h", NOW - DAY + 3600), ("link-live", NOW + 600)];
+        for (hash, expires_at) in links {
+            magic_links::insert(c, &link(hash, "hugo@example.com", Some(&user), expires_at)).expect("link");
+        }
+        // Sessions: kept until 30 days after they expired or were revoked (for `--all`).
+        for (hash, expires_at, revoked_at) in [
+            ("session-expired-31d", NOW - 31 * DAY, None),
+            ("session-revoked-31d", NOW + DAY, Some(NOW - 31 * DAY)),
+            ("session-expired-29d", NOW - 29 * DAY, None),
+            ("session-revoked-29d", NOW + DAY, Some(NOW - 29 * DAY)),
+            ("session-live", NOW + DAY, None),
+        ] {
+            diesel::insert_into(sessions::table)
+                .values((
+                    sessions::session_hash.eq(hash),
+                    sessions::user_id.eq(&user),
+                    sessions::auth_time.eq(NOW - 40 * DAY),
+                    sessions::amr.eq("email"),
+                    sessions::created_at.eq(NOW - 40 * DAY),
+                    sessions::last_seen_at.eq(NOW - 40 * DAY),
+                    sessions::expires_at.eq(expires_at),
+                    sessions::revoked_at.eq(revoked_at),
+                ))
+                .execute(c)
+                .expect("session");
+        }
+        // Authorization codes: kept until a day after they expired (a late replay is "used").
+        let codes = [("code-expired-2d", NOW - 2 * DAY), ("code-expired-1h", NOW - 3600), ("code-live", NOW + 60)];
+        for (hash, expires_at) in codes {
+            grants::insert_code(
+                c,
+                &grants::AuthorizationCode {
+                    code_hash: hash.to_string(),
+                    client_id: client_id.clone(),
+                    user_id: user.clone(),
+                    redirect_uri: "https://app.example.com/cb".to_string(),
+                    scope: "openid".to_string(),
+                    code_challenge: None,
+                    code_challenge_method: None,
+                    nonce: None,
+                    auth_time: NOW - 3 * DAY,
+                    amr: "email".to_string(),
+                    created_at: expires_at - 600,
+                    expires_at,
+                    consumed_at: None,
+                    grant_id: None,
+                    redirect_uri_given: true,
+                },
+            )
+            .expect("code");
+        }
+
+        let purged = housekeeping::purge(c, NOW).expect("purge");
+        assert_eq!(purged, housekeeping::Purged { magic_links: 1, sessions: 2, authorization_codes: 1 });
+        let links: Vec<String> = magic_links_table::table
+            .select(magic_links_table::token_hash)
+            .order(magic_links_table::token_hash)
+            .load(c)
+            .expect("links");
+        assert_eq!(links, ["link-expired-23h", "link-live"]);
+        let left: Vec<String> =
+            sessions::table.select(sessions::session_hash).order(sessions::session_hash).load(c).expect("sessions");
+        assert_eq!(left, ["session-expired-29d", "session-live", "session-revoked-29d"]);
+        let codes: Vec<String> =
+            codes_table::table.select(codes_table::code_hash).order(codes_table::code_hash).load(c).expect("codes");
+        assert_eq!(codes, ["code-expired-1h", "code-live"]);
+        // Nothing more a minute later; an hour later the 23-hour-old link is a day past expiry.
+        assert!(housekeeping::purge(c, NOW + 60).expect("purge").is_empty());
+        assert_eq!(
+            housekeeping::purge(c, NOW + 3600).expect("purge"),
+            housekeeping::Purged { magic_links: 1, sessions: 0, authorization_codes: 0 }
+        );
+    }
+
+    async fn users_the_magic_link_limit_holds_for_parallel_requests(backend: Backend) {
+        // Twenty requests for one address from twenty connections, released together: exactly
+        // the limit's worth store a link, the rest are told they are over it.
+        const REQUESTS: usize = 20;
+        let db = TestDb::new(backend);
+        db.migrate();
+        let config = config_from(&[("DATABASE_URL", &db.url), ("DATABASE_POOL_MAX", "24")], &db.dir);
+        let pool = store::connect(&config.database).expect("connect");
+        users::create(&mut conn(&pool), &new_user("ivy@example.com"), "test", NOW).expect("user");
+        let limit = truxe_server::config::MagicLinkLimit { max: 5, window: std::time::Duration::from_secs(900) };
+        let email = truxe_server::model::user::Email::parse("ivy@example.com").expect("address");
+        let start = std::sync::Barrier::new(REQUESTS);
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..REQUESTS)
+                .map(|_| {
+                    let (pool, start, email) = (pool.clone(), &start, email.clone());
+                    scope.spawn(move || {
+                        let mut c = pool.get().expect("connection");
+                        let params = sign_in::LinkParams {
+                            open_signup: false,
+                            ttl_secs: 900,
+                            return_to: None,
+                            ip: None,
+                            limit: Some(limit),
+                        };
+                        start.wait();
+                        match sign_in::request_link(&mut c, b"key", &email, &params, NOW).expect("request") {
+                            sign_in::LinkRequest::Send { .. } => true,
+                            sign_in::LinkRequest::RateLimited => false,
+                            other => panic!("{other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(outcomes.iter().filter(|sent| **sent).count(), 5, "links to send");
+        assert_eq!(magic_links::count_sent_since(&mut conn(&pool), "ivy@example.com", NOW - 900).expect("count"), 5);
+        // The window moves on: a quarter of an hour later there is room again.
+        let later = NOW + 901;
+        let params =
+            sign_in::LinkParams { open_signup: false, ttl_secs: 900, return_to: None, ip: None, limit: Some(limit) };
+        let again = sign_in::request_link(&mut conn(&pool), b"key", &email, &params, later).expect("request");
+        assert!(matches!(again, sign_in::LinkRequest::Send { .. }), "{again:?}");
     }
 
     async fn users_cli(backend: Backend) {
@@ -277,6 +443,10 @@ on_both_backends! {
         assert_eq!(json(&run(&["users", "disable", &bob, "--json"]))["status"], "disabled");
         assert!(text(&run(&["users", "disable", &bob])).contains("already disabled"));
         assert_eq!(json(&run(&["users", "enable", "bob@example.com", "--json"]))["status"], "active");
+        let disabled = text(&run(&["users", "disable", "bob@example.com"]));
+        assert!(disabled.contains(&format!("disabled {bob} bob@example.com")), "{disabled}");
+        assert!(disabled.contains("ended 0 session(s); revoked 0 grant(s)"), "says what it ended: {disabled}");
+        assert_eq!(json(&run(&["users", "enable", &bob, "--json"]))["status"], "active");
 
         // Dangerous commands need a terminal or --yes.
         let refused = run(&["users", "mfa-reset", &bob]);

@@ -7,7 +7,9 @@
 //! (a local Postfix or a test listener), since a sign-in link read on the wire is a sign-in.
 
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
@@ -16,6 +18,8 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
 
 use crate::config::{Config, SmtpConfig};
 
@@ -91,6 +95,39 @@ enum Delivery {
 pub struct Mailer {
     delivery: Delivery,
     from: Mailbox,
+    /// Background mail work, counted so that a shutdown (or a test) can wait for it.
+    jobs: Arc<watch::Sender<MailJobs>>,
+    /// The runtime the mailer was built in: background work runs there, not on the HTTP worker
+    /// that asked for it, so a graceful shutdown can let it finish.
+    runtime: Option<Handle>,
+}
+
+/// Counts of background mail work ([`Mailer::spawn_job`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailJobs {
+    /// Started and not finished yet.
+    pub in_flight: u64,
+    /// Finished, whatever the outcome (sent, failed, or nothing to send).
+    pub finished: u64,
+}
+
+/// One piece of background mail work; counted as finished when dropped.
+#[derive(Debug)]
+pub struct MailJob {
+    jobs: Arc<watch::Sender<MailJobs>>,
+}
+
+impl Drop for MailJob {
+    fn drop(&mut self) {
+        self.jobs.send_modify(|jobs| {
+            jobs.in_flight = jobs.in_flight.saturating_sub(1);
+            jobs.finished = jobs.finished.saturating_add(1);
+        });
+    }
+}
+
+fn new_jobs() -> Arc<watch::Sender<MailJobs>> {
+    Arc::new(watch::Sender::new(MailJobs::default()))
 }
 
 impl fmt::Debug for Mailer {
@@ -145,7 +182,12 @@ impl Mailer {
             (None, None) => {}
         }
         let server = format!("{}:{} ({})", smtp.host, smtp.port, mode.as_str());
-        Ok(Mailer { delivery: Delivery::Smtp { transport: builder.build(), server }, from })
+        Ok(Mailer {
+            delivery: Delivery::Smtp { transport: builder.build(), server },
+            from,
+            jobs: new_jobs(),
+            runtime: Handle::try_current().ok(),
+        })
     }
 
     /// The development mailer: messages go to the log at info level.
@@ -153,11 +195,45 @@ impl Mailer {
         let from = from.and_then(|address| from_mailbox(address, from_name).ok()).unwrap_or_else(|| {
             Mailbox::new(Some(DEFAULT_FROM_NAME.to_string()), Address::new_dangerous("truxe", "localhost"))
         });
-        Mailer { delivery: Delivery::Log, from }
+        Mailer { delivery: Delivery::Log, from, jobs: new_jobs(), runtime: Handle::try_current().ok() }
     }
 
     pub fn is_log(&self) -> bool {
         matches!(self.delivery, Delivery::Log)
+    }
+
+    /// Runs `work` (typically the look-ups that decide whether to mail, then the send) in the
+    /// background, counted in [`Mailer::jobs`] from this call until it finishes, so callers can
+    /// answer at once and [`Mailer::flush`] can wait for it. Failures are `work`'s to log.
+    pub fn spawn_job<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.jobs.send_modify(|jobs| jobs.in_flight = jobs.in_flight.saturating_add(1));
+        let job = MailJob { jobs: Arc::clone(&self.jobs) };
+        match self.runtime.clone().or_else(|| Handle::try_current().ok()) {
+            Some(runtime) => {
+                runtime.spawn(async move {
+                    work.await;
+                    drop(job);
+                });
+            }
+            // Only a mailer used outside any runtime gets here; `job` counts as finished.
+            None => tracing::error!("no async runtime to send mail on; the mail is dropped"),
+        }
+    }
+
+    /// Background mail work started and finished so far.
+    pub fn jobs(&self) -> MailJobs {
+        *self.jobs.borrow()
+    }
+
+    /// Waits until no background mail work is in flight: everything started before this call
+    /// has been sent, has failed (and been logged), or found nothing to send.
+    pub async fn flush(&self) {
+        let mut jobs = self.jobs.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = jobs.wait_for(|jobs| jobs.in_flight == 0).await;
     }
 
     /// For the start-up log: where mail goes, never a credential.

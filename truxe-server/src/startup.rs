@@ -15,6 +15,9 @@ use crate::store::{self, StoreError, migrations, redis::RedisError};
 /// restart on it, since restarting cannot fix a configuration.
 pub const EXIT_CONFIG: u8 = 78;
 
+/// How long a graceful shutdown waits for magic-link mail being sent.
+pub const MAIL_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("{0}")]
@@ -215,35 +218,35 @@ impl Application {
     }
 
     /// Serves without signal handling (tests stop it through [`Application::handle`]); once
-    /// stopped, writes the queued audit events (waiting at most `audit::SHUTDOWN_WAIT`).
+    /// stopped, lets background mail finish (at most [`MAIL_SHUTDOWN_WAIT`]) and writes the queued
+    /// audit events (waiting at most `audit::SHUTDOWN_WAIT`).
     pub async fn run(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // Sign-in links asked for just before the stop still go out.
+        if tokio::time::timeout(MAIL_SHUTDOWN_WAIT, self.state.mailer.flush()).await.is_err() {
+            let jobs = self.state.mailer.jobs();
+            tracing::warn!(in_flight = jobs.in_flight, "stopping with magic-link mail still being sent");
+        }
         self.state.audit.close(crate::audit::SHUTDOWN_WAIT).await;
         served
     }
 }
 
-/// Hourly: drops magic links and authorization codes a day after they expired, and sessions 30
-/// days after they ended (kept that long for `truxectl users sessions --all`).
+/// Hourly: [`store::housekeeping::purge`] (magic links and authorization codes a day after they
+/// expired, sessions 30 days after they ended).
 async fn housekeeping(pool: store::Pool) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
     loop {
         interval.tick().await;
         let now = store::unix_now();
-        let result = store::run(&pool, move |conn| {
-            let links = store::magic_links::delete_expired(conn, now - 86_400)?;
-            let sessions = store::sessions::delete_stale(conn, now - 30 * 86_400)?;
-            // A day after expiry a code can only be refused as expired; replay detection no
-            // longer needs its row.
-            let codes = store::grants::delete_expired_codes(conn, now - 86_400)?;
-            Ok((links, sessions, codes))
-        })
-        .await;
-        match result {
-            Ok((0, 0, 0)) => {}
-            Ok((links, sessions, codes)) => {
-                tracing::info!(links, sessions, codes, "removed expired magic links, sessions and authorization codes")
-            }
+        match store::run(&pool, move |conn| store::housekeeping::purge(conn, now)).await {
+            Ok(purged) if purged.is_empty() => {}
+            Ok(purged) => tracing::info!(
+                links = purged.magic_links,
+                sessions = purged.sessions,
+                codes = purged.authorization_codes,
+                "removed expired magic links, sessions and authorization codes"
+            ),
             Err(error) => tracing::warn!(%error, "housekeeping failed; retrying in an hour"),
         }
     }

@@ -39,7 +39,7 @@ pub enum Command {
         #[arg(value_name = "EMAIL|ID")]
         user: String,
     },
-    /// Stop a user from signing in
+    /// Stop a user from signing in: ends their sessions and revokes every token they hold
     Disable {
         #[arg(value_name = "EMAIL|ID")]
         user: String,
@@ -296,9 +296,13 @@ fn set_status(
     status: UserStatus,
 ) -> anyhow::Result<()> {
     let user = user_service::get(conn, key)?;
-    let updated = user_service::set_status(conn, &user.user_id, status, ACTOR, unix_now())?;
+    let (updated, ended) = user_service::set_status_reporting(conn, &user.user_id, status, ACTOR, unix_now())?;
     if global.json {
-        println!("{}", user_json(&updated, None));
+        let mut value = user_json(&updated, None);
+        if let (Some(ended), Some(object)) = (ended, value.as_object_mut()) {
+            object.insert("ended".to_string(), serde_json::to_value(ended)?);
+        }
+        println!("{value}");
     } else {
         let verb = match status {
             UserStatus::Active => "enabled",
@@ -308,6 +312,12 @@ fn set_status(
             println!("{} {} was already {verb}", updated.user_id, updated.email);
         } else {
             println!("{verb} {} {}", updated.user_id, updated.email);
+        }
+        if let Some(ended) = ended {
+            println!(
+                "ended {} session(s); revoked {} grant(s) with their refresh and access tokens; voided {} authorization code(s) and {} sign-in link(s)",
+                ended.sessions_ended, ended.grants_revoked, ended.codes_voided, ended.links_voided
+            );
         }
     }
     Ok(())

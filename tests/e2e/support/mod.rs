@@ -7,6 +7,7 @@ pub mod browser;
 pub mod callback;
 pub mod flow;
 pub mod oauth;
+pub mod oidc;
 pub mod process;
 pub mod smtp;
 
@@ -205,6 +206,24 @@ impl TestServer {
             .user_id
     }
 
+    /// A browser session for `user_id` as the magic link leaves it (`mfa_pending`: the second
+    /// factor still owed), as the `Cookie` header value `name=ID.MAC` the server's cookie would
+    /// carry; also returns the session row's key.
+    pub fn session_cookie(&self, user_id: &str, mfa_pending: bool) -> (String, String) {
+        use base64::Engine;
+        let mut conn = self.state.pool.get().expect("connection");
+        let user = truxe_server::service::users::get(&mut conn, user_id).expect("user");
+        let now = truxe_server::store::unix_now();
+        let meta = truxe_server::model::request::RequestMeta::default();
+        let id = truxe_server::service::sessions::start(&mut conn, &user, &["email"], mfa_pending, 900, &meta, now)
+            .expect("session");
+        let mac =
+            truxe_server::oauth::client_secret::hmac_sha256(self.state.session_key.secret(), id.secret().as_bytes());
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac);
+        let name = truxe_server::http::session::cookie_name(&self.state);
+        (format!("{name}={}.{mac}", id.secret()), truxe_server::service::sessions::session_hash(id.secret()))
+    }
+
     /// Registers a client through the admin API; returns its JSON (with `client_secret` for a
     /// confidential client).
     pub async fn register_client(&self, registration: serde_json::Value) -> serde_json::Value {
@@ -244,6 +263,14 @@ impl Drop for TestServer {
         let handle = self.handle.clone();
         drop(handle.stop(false));
     }
+}
+
+/// `name=value` of the cookie a response sets under `name`, for a `Cookie` header.
+pub fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(reqwest::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        let pair = line.split(';').next()?.trim();
+        (pair.split_once('=')?.0 == name).then(|| pair.to_string())
+    })
 }
 
 /// A port nobody listens on right now.

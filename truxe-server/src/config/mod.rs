@@ -34,7 +34,6 @@ pub const NOT_ACTED_ON: &[&str] = &[
     "RATE_LIMIT_MAX",
     "OAUTH_RATE_LIMIT_WINDOW",
     "OAUTH_RATE_LIMIT_MAX",
-    "RATE_LIMIT_ENABLED",
     "RATE_LIMIT_ENDPOINTS",
     "SENTRY_DSN",
     "DATADOG_API_KEY",
@@ -167,6 +166,7 @@ pub struct SmtpConfig {
 
 #[derive(Clone, Debug)]
 pub struct RateLimitConfig {
+    /// `RATE_LIMIT_ENABLED`; `false` turns every limit off (today: the magic-link limit).
     pub enabled: bool,
     pub window: Duration,
     pub max: u32,
@@ -175,9 +175,28 @@ pub struct RateLimitConfig {
     /// (endpoint, requests per minute, burst) for every endpoint in
     /// [`DEFAULT_RATE_LIMIT_ENDPOINTS`], with `RATE_LIMIT_ENDPOINTS` applied.
     pub endpoints: Vec<(String, u32, u32)>,
+    /// `TRUXE_MAGIC_LINK_LIMIT` per `TRUXE_MAGIC_LINK_WINDOW`: sign-in links per address.
+    pub magic_link: MagicLinkLimit,
 }
 
+/// At most `max` sign-in links to one address per `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MagicLinkLimit {
+    pub max: u32,
+    pub window: Duration,
+}
+
+/// Sign-in links per address (`TRUXE_MAGIC_LINK_LIMIT`) …
+pub const DEFAULT_MAGIC_LINK_LIMIT: u32 = 5;
+/// … per this window (`TRUXE_MAGIC_LINK_WINDOW`).
+pub const DEFAULT_MAGIC_LINK_WINDOW: Duration = Duration::from_secs(15 * 60);
+
 impl RateLimitConfig {
+    /// The per-address magic-link limit, or `None` when `RATE_LIMIT_ENABLED=false`.
+    pub fn magic_link_limit(&self) -> Option<MagicLinkLimit> {
+        self.enabled.then_some(self.magic_link)
+    }
+
     /// (per minute, burst) for an endpoint name such as "token".
     pub fn endpoint(&self, name: &str) -> Option<(u32, u32)> {
         self.endpoints.iter().find(|(n, _, _)| n == name).map(|(_, per_minute, burst)| (*per_minute, *burst))
@@ -258,7 +277,7 @@ impl Config {
         let smtp = read_smtp(&mut r, production);
         let bcrypt_rounds = r.number("BCRYPT_ROUNDS", 12, 4..=31);
         let allowed_origins = read_origins(&mut r);
-        let rate_limit = read_rate_limit(&mut r);
+        let rate_limit = read_rate_limit(&mut r, &mut warnings);
         let log_level = r.parse("LOG_LEVEL", "info".to_string(), parse_log_level);
         let sentry_dsn = r.raw("SENTRY_DSN").map(Secret::new);
         let datadog_api_key = r.raw("DATADOG_API_KEY").map(Secret::new);
@@ -301,6 +320,7 @@ impl Config {
             check_production(&config, issuer_source, &mut r, &mut warnings);
         } else {
             warn_weak_development_secrets(&config, &mut warnings);
+            warn_public_issuer_in_development(&config, issuer_source, &mut warnings);
         }
         for name in NOT_ACTED_ON {
             if r.is_set(name) {
@@ -617,7 +637,7 @@ fn read_scopes(r: &mut Reader<'_>) -> Vec<String> {
     scopes
 }
 
-fn read_rate_limit(r: &mut Reader<'_>) -> RateLimitConfig {
+fn read_rate_limit(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> RateLimitConfig {
     let fifteen_minutes = Duration::from_secs(15 * 60);
     let mut endpoints: Vec<(String, u32, u32)> = DEFAULT_RATE_LIMIT_ENDPOINTS
         .iter()
@@ -648,14 +668,36 @@ fn read_rate_limit(r: &mut Reader<'_>) -> RateLimitConfig {
             }
         }
     }
+    let enabled = r.bool("RATE_LIMIT_ENABLED", true);
+    let magic_link = read_magic_link_limit(r);
+    if !enabled && !r.failed("RATE_LIMIT_ENABLED") {
+        for name in ["TRUXE_MAGIC_LINK_LIMIT", "TRUXE_MAGIC_LINK_WINDOW"] {
+            if r.is_set(name) {
+                warnings.push(format!("{name} is set but RATE_LIMIT_ENABLED=false turns the magic-link limit off"));
+            }
+        }
+    }
     RateLimitConfig {
-        enabled: r.bool("RATE_LIMIT_ENABLED", true),
+        enabled,
         window: r.duration("RATE_LIMIT_WINDOW", BareUnit::Millis, fifteen_minutes),
         max: r.number("RATE_LIMIT_MAX", 100, 1..=1_000_000),
         oauth_window: r.duration("OAUTH_RATE_LIMIT_WINDOW", BareUnit::Millis, fifteen_minutes),
         oauth_max: r.number("OAUTH_RATE_LIMIT_MAX", 50, 1..=1_000_000),
         endpoints,
+        magic_link,
     }
+}
+
+/// `TRUXE_MAGIC_LINK_LIMIT` (1 to 1000 links) per `TRUXE_MAGIC_LINK_WINDOW` (`1s` to `24h`; a bare
+/// number is seconds, like `TRUXE_MAGIC_LINK_TTL`).
+fn read_magic_link_limit(r: &mut Reader<'_>) -> MagicLinkLimit {
+    let max = r.number("TRUXE_MAGIC_LINK_LIMIT", DEFAULT_MAGIC_LINK_LIMIT, 1..=1000);
+    let window = r.duration("TRUXE_MAGIC_LINK_WINDOW", BareUnit::Seconds, DEFAULT_MAGIC_LINK_WINDOW);
+    if !r.failed("TRUXE_MAGIC_LINK_WINDOW") && (window < Duration::from_secs(1) || window > Duration::from_secs(86_400))
+    {
+        r.error("TRUXE_MAGIC_LINK_WINDOW", "must be between 1s and 24h (example: 15m)");
+    }
+    MagicLinkLimit { max, window }
 }
 
 /// `token=20:40`: requests per minute, then burst.
@@ -759,7 +801,27 @@ fn check_production(config: &Config, issuer_source: Option<&str>, r: &mut Reader
         r.error("ALLOWED_ORIGINS", "\"*\" is not allowed in production; list each origin (https://app.example.com)");
     }
     if !config.rate_limit.enabled {
-        warnings.push("RATE_LIMIT_ENABLED=false in production: no request is rate limited".to_string());
+        warnings.push(
+            "RATE_LIMIT_ENABLED=false in production: no request is rate limited, not even sign-in links per address \
+             (meant for development and load tests only)"
+                .to_string(),
+        );
+    }
+}
+
+/// An https issuer is a public deployment: development mode there is almost always a forgotten
+/// `TRUXE_ENV=production`, and it quietly allows every shortcut production refuses.
+fn warn_public_issuer_in_development(config: &Config, issuer_source: Option<&str>, warnings: &mut Vec<String>) {
+    let Some(name) = issuer_source else {
+        return;
+    };
+    if config.issuer.starts_with("https://") {
+        warnings.push(format!(
+            "NOT RUNNING IN PRODUCTION MODE although {name} is {:?}: development shortcuts are allowed \
+             (generated keys and secrets, the embedded SQLite database, magic links in the log, cookies without \
+             Secure unless SESSION_SECURE=true). Set TRUXE_ENV=production (or NODE_ENV=production) on a public server",
+            config.issuer
+        ));
     }
 }
 

@@ -653,3 +653,58 @@ fn oauth_variables() {
         assert!(!NOT_ACTED_ON.contains(&name), "{name}");
     }
 }
+
+#[test]
+fn the_magic_link_limit_is_configurable_and_off_with_rate_limiting() {
+    let c = ok(&[]);
+    assert_eq!(c.rate_limit.magic_link, MagicLinkLimit { max: 5, window: Duration::from_secs(900) });
+    assert_eq!(c.rate_limit.magic_link_limit(), Some(c.rate_limit.magic_link));
+
+    let c = ok(&[("TRUXE_MAGIC_LINK_LIMIT", "3"), ("TRUXE_MAGIC_LINK_WINDOW", "1h")]);
+    assert_eq!(c.rate_limit.magic_link_limit(), Some(MagicLinkLimit { max: 3, window: Duration::from_secs(3600) }));
+    let c = ok(&[("TRUXE_MAGIC_LINK_WINDOW", "600")]);
+    assert_eq!(c.rate_limit.magic_link.window, Duration::from_secs(600), "a bare number is seconds");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    for bad in ["0", "1001", "five", "-1"] {
+        assert_one_error_naming(&[("TRUXE_MAGIC_LINK_LIMIT", bad)], "TRUXE_MAGIC_LINK_LIMIT");
+    }
+    for bad in ["0", "25h", "15x", "500ms"] {
+        assert_one_error_naming(&[("TRUXE_MAGIC_LINK_WINDOW", bad)], "TRUXE_MAGIC_LINK_WINDOW");
+    }
+
+    // RATE_LIMIT_ENABLED=false turns it off, is acted on (no "not acted on" warning), and says
+    // that limits set next to it are ignored.
+    let c = ok(&[("RATE_LIMIT_ENABLED", "false"), ("TRUXE_MAGIC_LINK_LIMIT", "3")]);
+    assert_eq!(c.rate_limit.magic_link_limit(), None);
+    assert_eq!(
+        c.warnings,
+        ["TRUXE_MAGIC_LINK_LIMIT is set but RATE_LIMIT_ENABLED=false turns the magic-link limit off"]
+    );
+    assert!(!NOT_ACTED_ON.contains(&"RATE_LIMIT_ENABLED"));
+    let c = ok(&[("RATE_LIMIT_ENABLED", "false"), ("RATE_LIMIT_MAX", "10")]);
+    assert_eq!(c.warnings, ["RATE_LIMIT_MAX is set but not acted on by this version of Truxe"]);
+}
+
+#[test]
+fn an_https_issuer_in_development_mode_is_warned_about() {
+    for name in ["JWT_ISSUER", "API_URL"] {
+        let c = ok(&[(name, "https://auth.example.com")]);
+        assert!(!c.is_production());
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let warning = &c.warnings[0];
+        assert!(
+            warning.starts_with(&format!(
+                "NOT RUNNING IN PRODUCTION MODE although {name} is \"https://auth.example.com\""
+            )),
+            "{warning}"
+        );
+        assert!(warning.contains("TRUXE_ENV=production"), "{warning}");
+    }
+    for quiet in [vec![], vec![("JWT_ISSUER", "http://localhost:3001")]] {
+        assert!(ok(&quiet).warnings.is_empty(), "{quiet:?}");
+    }
+    let key = test_key().private_pem().secret().clone();
+    let vars = production_vars(&key);
+    assert!(ok(&as_refs(&vars)).warnings.iter().all(|w| !w.contains("NOT RUNNING IN PRODUCTION MODE")));
+}

@@ -1,8 +1,6 @@
 //! End-user pages: `/login` (ask for a magic link), `/login/magic` (use it), `/login/mfa` and
 //! `/login/mfa/setup` (TOTP), `/logout`, and `/` (who is signed in).
 
-use std::time::Duration;
-
 use actix_web::cookie::Cookie;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -131,9 +129,44 @@ fn mfa_unavailable() -> HttpResponse {
     error_page(StatusCode::NOT_FOUND, "Not found", "Two-factor authentication is not enabled on this server.")
 }
 
-fn storage_failure(error: &impl std::fmt::Display) -> HttpResponse {
-    tracing::error!(%error, "storage failure on a sign-in page");
-    pages::unavailable()
+use pages::storage_failure;
+
+/// A use case's failure that the page did not handle: its storage failure classified as every
+/// storage failure is, anything else an internal error.
+fn service_failure(error: &(impl std::fmt::Display + AsStoreError)) -> HttpResponse {
+    match error.store_error() {
+        Some(store) => storage_failure(store),
+        None => {
+            tracing::error!(%error, "sign-in page: unexpected failure");
+            pages::error_page(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "The service could not complete this request. The error was logged.",
+            )
+        }
+    }
+}
+
+trait AsStoreError {
+    fn store_error(&self) -> Option<&crate::store::StoreError>;
+}
+
+impl AsStoreError for crate::service::users::UserError {
+    fn store_error(&self) -> Option<&crate::store::StoreError> {
+        match self {
+            crate::service::users::UserError::Store(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl AsStoreError for MfaServiceError {
+    fn store_error(&self) -> Option<&crate::store::StoreError> {
+        match self {
+            MfaServiceError::Store(error) => Some(error),
+            _ => None,
+        }
+    }
 }
 
 // ---- / ---------------------------------------------------------------------------------------
@@ -217,11 +250,12 @@ async fn login_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
 
     // Everything that depends on whether the address has an account happens after the answer,
     // so neither the page nor its timing tells.
+    // Counted by the mailer from here on, so a graceful shutdown (and a test) can wait for it.
     let ip = req.peer_addr().map(|a| a.ip().to_string());
     let task_state = state.clone();
     let task_email = email.clone();
     let task_return_to = return_to.clone();
-    actix_web::rt::spawn(async move {
+    state.mailer.spawn_job(async move {
         send_link(&task_state, task_email, task_return_to, ip).await;
     });
 
@@ -247,8 +281,9 @@ async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let domain = email.domain().to_string();
     let lookup_email = email.clone();
+    let limit = state.config.rate_limit.magic_link_limit();
     let outcome = store::run(&state.pool, move |conn| {
-        let params = LinkParams { open_signup, ttl_secs, return_to: return_to.as_deref(), ip: ip.as_deref() };
+        let params = LinkParams { open_signup, ttl_secs, return_to: return_to.as_deref(), ip: ip.as_deref(), limit };
         sign_in::request_link(conn, key.secret(), &lookup_email, &params, now)
     })
     .await;
@@ -260,10 +295,11 @@ async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip
             }
         }
         Ok(LinkRequest::RateLimited) => {
+            let limit = state.config.rate_limit.magic_link;
             tracing::warn!(
                 to_domain = %domain,
-                limit = sign_in::MAX_LINKS_PER_WINDOW,
-                window = %human_duration(Duration::from_secs(sign_in::LINK_WINDOW_SECS as u64)),
+                limit = limit.max,
+                window = %human_duration(limit.window),
                 "magic-link rate limit reached for an address; no email sent"
             );
         }
@@ -325,7 +361,7 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     .await
     {
         Ok(Ok(redeemed)) => redeemed,
-        Ok(Err(error)) => return storage_failure(&error),
+        Ok(Err(error)) => return service_failure(&error),
         Err(error) => return storage_failure(&error),
     };
     let (user, return_to) = match redeemed {
@@ -466,7 +502,7 @@ async fn mfa_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::
             let removal = session::end_current(&req, &state).await;
             see_other_with_cookies("/login", vec![removal])
         }
-        Ok(Err(error)) => storage_failure(&error),
+        Ok(Err(error)) => service_failure(&error),
         Err(error) => storage_failure(&error),
     }
 }
@@ -503,7 +539,7 @@ async fn setup_form(
         Ok(Err(MfaServiceError::AlreadyEnrolled)) => {
             return pages::render(StatusCode::OK, &MfaEnabledPage { codes: Vec::new() });
         }
-        Ok(Err(error)) => return storage_failure(&error),
+        Ok(Err(error)) => return service_failure(&error),
         Err(error) => return storage_failure(&error),
     };
     let (csrf_token, cookie) = csrf::issue(req, state);
@@ -553,7 +589,7 @@ async fn mfa_setup_submit(req: HttpRequest, state: web::Data<AppState>, payload:
             pages::render(StatusCode::OK, &MfaEnabledPage { codes: Vec::new() })
         }
         Ok(Err(MfaServiceError::NoPendingEnrolment)) => pages::see_other("/login/mfa/setup"),
-        Ok(Err(error)) => storage_failure(&error),
+        Ok(Err(error)) => service_failure(&error),
         Err(error) => storage_failure(&error),
     }
 }

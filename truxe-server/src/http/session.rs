@@ -1,5 +1,10 @@
 //! The browser session: the signed `truxe_session` cookie and who it signs in.
 //!
+//! With `SESSION_SECURE=true` (the production default) the cookie is `__Host-truxe_session`:
+//! browsers accept a `__Host-` cookie only with `Secure`, `Path=/` and no `Domain`, so a sibling
+//! subdomain (or a plain-http response) cannot plant or overwrite it. Only that name is read
+//! then; an unprefixed `truxe_session` is ignored.
+//!
 //! Cookie value: `ID.MAC`, where ID is 256 random bits (base64url) and MAC is
 //! HMAC-SHA256(session key, ID) (base64url). The MAC lets a forged or damaged cookie be refused
 //! without a database read; the session itself lives server-side (table `sessions`, keyed by
@@ -21,7 +26,15 @@ use crate::secret::Secret;
 use crate::service::sessions::{self as session_service, Active};
 use crate::store::{self, sessions::Session};
 
+/// The cookie's name without `SESSION_SECURE` (development over plain http).
 pub const COOKIE: &str = "truxe_session";
+/// The cookie's name with `SESSION_SECURE=true`.
+pub const SECURE_COOKIE: &str = "__Host-truxe_session";
+
+/// The session cookie's name under this configuration (see the module documentation).
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.config.session.secure { SECURE_COOKIE } else { COOKIE }
+}
 
 /// Longest `return_to` kept; a longer one is dropped (sign-in then lands on `/`).
 pub const MAX_RETURN_TO_LEN: usize = 4096;
@@ -99,9 +112,10 @@ async fn load(req: &HttpRequest, state: &AppState) -> Option<Active> {
     }
 }
 
-/// The session id from a cookie whose MAC is valid.
-fn cookie_session_id(req: &HttpRequest, state: &AppState) -> Option<String> {
-    let cookie = req.cookie(COOKIE)?;
+/// The session id from a cookie whose MAC is valid (whether the session is still live is not
+/// looked at). CSRF tokens are bound to it.
+pub(crate) fn cookie_session_id(req: &HttpRequest, state: &AppState) -> Option<String> {
+    let cookie = req.cookie(cookie_name(state))?;
     let (id, mac) = cookie.value().split_once('.')?;
     if !session_service::is_plausible_session_id(id) || mac.len() != 43 {
         return None;
@@ -158,7 +172,8 @@ fn base_cookie(state: &AppState, value: String) -> Cookie<'static> {
         ConfigSameSite::Lax => SameSite::Lax,
         ConfigSameSite::None => SameSite::None,
     };
-    Cookie::build(COOKIE, value)
+    // No Domain, Path=/ and (with SESSION_SECURE) Secure: what the `__Host-` name requires.
+    Cookie::build(cookie_name(state), value)
         .http_only(true)
         .secure(state.config.session.secure)
         .same_site(same_site)

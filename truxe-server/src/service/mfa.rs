@@ -7,7 +7,7 @@ use diesel::Connection;
 use crate::mfa::{self, MfaError};
 use crate::secret::Secret;
 use crate::store::audit::{self, AuditAction, AuditEvent};
-use crate::store::mfa::{self as mfa_store, MfaState};
+use crate::store::mfa::{self as mfa_store, MfaState, Reservation};
 use crate::store::{AnyConnection, StoreError, server_secrets, users as user_store};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +127,14 @@ pub fn confirm_enrolment(
     let Some(stored) = state.mfa_secret.as_deref() else {
         return Err(MfaServiceError::NoPendingEnrolment);
     };
-    reserve_attempt(conn, user_id, now)?;
+    let reservation = reserve_attempt(conn, user_id, now)?;
     let key = encryption_key(conn, now)?;
     let secret = mfa::decrypt_secret(key.secret(), user_id, stored).map_err(MfaServiceError::Mfa)?;
     let step = match mfa::verify(secret.secret(), code, now, state.mfa_last_step) {
         Ok(step) => step,
-        Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => return Err(failure(conn, user_id, e, now)?),
+        Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => {
+            return Err(failure(conn, user_id, reservation, e, now)?);
+        }
         Err(e) => return Err(MfaServiceError::Mfa(e)),
     };
     let hmac_key = hmac_key(conn, now)?;
@@ -162,7 +164,7 @@ pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) ->
     let Some(stored) = state.mfa_secret.as_deref().filter(|_| state.mfa_enabled) else {
         return Err(MfaServiceError::NotEnrolled);
     };
-    reserve_attempt(conn, user_id, now)?;
+    let reservation = reserve_attempt(conn, user_id, now)?;
     if mfa::looks_like_totp_code(input) {
         let key = encryption_key(conn, now)?;
         let secret = mfa::decrypt_secret(key.secret(), user_id, stored).map_err(MfaServiceError::Mfa)?;
@@ -172,8 +174,10 @@ pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) ->
                 Ok(Verified { method: Method::Totp, recovery_codes_left: left })
             }
             // A concurrent request accepted this step (or a later one) first.
-            Ok(_) => Err(failure(conn, user_id, MfaError::CodeReused, now)?),
-            Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => Err(failure(conn, user_id, e, now)?),
+            Ok(_) => Err(failure(conn, user_id, reservation, MfaError::CodeReused, now)?),
+            Err(e @ (MfaError::InvalidCode | MfaError::CodeReused)) => {
+                Err(failure(conn, user_id, reservation, e, now)?)
+            }
             Err(e) => Err(MfaServiceError::Mfa(e)),
         };
     }
@@ -183,7 +187,7 @@ pub fn verify(conn: &mut AnyConnection, user_id: &str, input: &str, now: i64) ->
         None => false,
     };
     if !used {
-        return Err(failure(conn, user_id, MfaError::InvalidCode, now)?);
+        return Err(failure(conn, user_id, reservation, MfaError::InvalidCode, now)?);
     }
     mfa_store::clear_failures(conn, user_id)?;
     let left = mfa_store::unused_recovery_codes(conn, user_id)?;
@@ -248,39 +252,46 @@ pub fn reset(conn: &mut AnyConnection, user_id: &str, actor: &str, now: i64) -> 
 }
 
 /// Reserves one guess before any code is checked, so parallel requests cannot all pass a lock
-/// check that was read before the others counted: at most `MAX_FAILED_ATTEMPTS` guesses are
-/// evaluated per lockout period. `Locked` when none is left (starting the lockout if needed).
-fn reserve_attempt(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<(), MfaServiceError> {
-    if mfa_store::reserve_attempt(conn, user_id, now)? {
-        return Ok(());
+/// check that was read before the others counted: exactly `MAX_FAILED_ATTEMPTS` guesses are
+/// evaluated per lockout period (see `store::mfa::reserve_attempt`). `Locked` when none is left.
+fn reserve_attempt(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Reservation, MfaServiceError> {
+    if let Some(reservation) = mfa_store::reserve_attempt(conn, user_id, now)? {
+        return Ok(reservation);
     }
-    if let Some(error) = start_lockout(conn, user_id, now)? {
-        return Err(error);
-    }
-    // Locked by another request already (or it just succeeded and cleared the count: refuse
-    // this one all the same, it got no reservation).
-    let state = load_state(conn, user_id)?;
-    Err(MfaServiceError::Locked { until: state.mfa_locked_until.filter(|&until| until > now).unwrap_or(now) })
+    // Locked: by the last guess of a series, which may still be being checked. Were it right,
+    // the lockout is lifted, but this guess got no reservation and is refused all the same.
+    let until = mfa_store::locked_until(conn, user_id, now)?.unwrap_or(now + mfa::LOCKOUT_SECS);
+    Err(MfaServiceError::Locked { until })
 }
 
-/// Starts the lockout when the guesses are used up and none is running; `Locked` when this
-/// call started it (audited once).
-fn start_lockout(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Option<MfaServiceError>, StoreError> {
-    let Some(until) = mfa_store::lock(conn, user_id, now)? else {
-        return Ok(None);
-    };
-    audit::record(
-        conn,
-        &event(
-            AuditAction::UserMfaLocked,
-            &format!("user:{user_id}"),
-            user_id,
-            serde_json::json!({ "locked_until": until }),
-        ),
-        now,
-    )?;
-    tracing::warn!(%user_id, locked_until = until, "second factor locked after repeated wrong codes");
-    Ok(Some(MfaServiceError::Locked { until }))
+/// The answer to a wrong entry, whose guess was reserved already: `Locked` when it was the
+/// last guess (its reservation started the lockout; audited here, once per lockout), otherwise
+/// the error itself.
+fn failure(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    reservation: Reservation,
+    error: MfaError,
+    now: i64,
+) -> Result<MfaServiceError, StoreError> {
+    if let Reservation::Last { locked_until } = reservation {
+        audit::record(
+            conn,
+            &event(
+                AuditAction::UserMfaLocked,
+                &format!("user:{user_id}"),
+                user_id,
+                serde_json::json!({ "locked_until": locked_until }),
+            ),
+            now,
+        )?;
+        tracing::warn!(%user_id, locked_until, "second factor locked after repeated wrong codes");
+        return Ok(MfaServiceError::Locked { until: locked_until });
+    }
+    Ok(match error {
+        MfaError::CodeReused => MfaServiceError::CodeReused,
+        _ => MfaServiceError::InvalidCode,
+    })
 }
 
 fn recovery_hashes(key: &[u8], codes: &[Secret<String>]) -> Result<Vec<String>, MfaServiceError> {
@@ -291,16 +302,4 @@ fn recovery_hashes(key: &[u8], codes: &[Secret<String>]) -> Result<Vec<String>, 
                 .ok_or_else(|| MfaServiceError::Mfa(MfaError::Totp("generated an invalid recovery code".to_string())))
         })
         .collect()
-}
-
-/// The answer to a wrong entry, whose guess was reserved already: `Locked` when it was the
-/// last guess left (the lockout starts now), otherwise the error itself.
-fn failure(conn: &mut AnyConnection, user_id: &str, error: MfaError, now: i64) -> Result<MfaServiceError, StoreError> {
-    if let Some(locked) = start_lockout(conn, user_id, now)? {
-        return Ok(locked);
-    }
-    Ok(match error {
-        MfaError::CodeReused => MfaServiceError::CodeReused,
-        _ => MfaServiceError::InvalidCode,
-    })
 }

@@ -3,20 +3,16 @@
 
 use base64::Engine;
 
+use crate::config::MagicLinkLimit;
 use crate::model::user::{Email, User};
 use crate::oauth::client_secret::hmac_sha256;
 use crate::secret::Secret;
 use crate::service::users::{self as user_service, SignIn, UserError};
-use crate::store::magic_links::{self, MagicLink};
+use crate::store::magic_links::{self, AddressLimit, Limited, MagicLink};
 use crate::store::{AnyConnection, StoreError, users as user_store};
 
 /// `server_secrets` name of the key magic-link tokens are hashed under.
 pub const MAGIC_LINK_KEY: &str = "magic_link_hmac_key";
-
-/// At most this many links per address …
-pub const MAX_LINKS_PER_WINDOW: i64 = 5;
-/// … per this many seconds.
-pub const LINK_WINDOW_SECS: i64 = 15 * 60;
 
 /// 256 random bits, base64url without padding.
 pub const TOKEN_LEN: usize = 43;
@@ -57,10 +53,21 @@ pub struct LinkParams<'a> {
     /// A local path, already checked by the caller.
     pub return_to: Option<&'a str>,
     pub ip: Option<&'a str>,
+    /// The per-address limit (`None` when `RATE_LIMIT_ENABLED=false`).
+    pub limit: Option<MagicLinkLimit>,
+}
+
+/// The store's form of a configured limit.
+fn address_limit(limit: MagicLinkLimit) -> AddressLimit {
+    AddressLimit {
+        max: i64::from(limit.max),
+        window_secs: i64::try_from(limit.window.as_secs()).unwrap_or(i64::MAX).max(1),
+    }
 }
 
 /// Creates a link for an active account (or for an unknown address under open sign-up)
-/// unless the address had [`MAX_LINKS_PER_WINDOW`] links in the last [`LINK_WINDOW_SECS`].
+/// unless the address had its `params.limit` of links in the window already. The limit holds
+/// under concurrency: parallel requests for one address never store (or send) more than it.
 pub fn request_link(
     conn: &mut AnyConnection,
     key: &[u8],
@@ -75,11 +82,8 @@ pub fn request_link(
         None if params.open_signup => None,
         None => return Ok(LinkRequest::NoLink),
     };
-    if magic_links::count_sent_since(conn, email.as_str(), now - LINK_WINDOW_SECS)? >= MAX_LINKS_PER_WINDOW {
-        return Ok(LinkRequest::RateLimited);
-    }
     let token = new_token();
-    magic_links::insert(
+    let stored = magic_links::insert_within_limit(
         conn,
         &MagicLink {
             token_hash: hash_token(key, token.secret()),
@@ -91,8 +95,12 @@ pub fn request_link(
             return_to: params.return_to.map(str::to_string),
             ip: params.ip.map(str::to_string),
         },
+        params.limit.map(address_limit),
     )?;
-    Ok(LinkRequest::Send { email: email.as_str().to_string(), token })
+    Ok(match stored {
+        Limited::Inserted => LinkRequest::Send { email: email.as_str().to_string(), token },
+        Limited::OverLimit => LinkRequest::RateLimited,
+    })
 }
 
 /// Whether a link can still be used, without using it (the "Continue" page): the address it

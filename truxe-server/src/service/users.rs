@@ -5,6 +5,9 @@ use diesel::Connection;
 
 use crate::model::user::{self, Email, EmailError, User, UserStatus};
 use crate::store::audit::{self, AuditAction, AuditEvent};
+use crate::store::grants as grant_store;
+use crate::store::magic_links;
+use crate::store::sessions as session_store;
 use crate::store::users::{self as user_store, Inserted};
 use crate::store::{AnyConnection, StoreError};
 
@@ -108,8 +111,41 @@ pub fn list(conn: &mut AnyConnection, after: Option<&str>, limit: i64) -> Result
     Ok(user_store::list(conn, after, limit.clamp(1, MAX_PAGE))?)
 }
 
+/// What disabling or deleting a user ended, as recorded in the audit event's details.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Cutoff {
+    /// Browser sessions that were live (pending second factors included).
+    pub sessions_ended: usize,
+    /// Grants (sign-ins of applications) that were live; their refresh and access tokens with them.
+    pub grants_revoked: usize,
+    /// Authorization codes not yet redeemed.
+    pub codes_voided: usize,
+    /// Sign-in links not yet used.
+    pub links_voided: usize,
+}
+
+/// Ends everything a user could still act with: sessions, grants with their refresh and access
+/// tokens (for every client), open authorization codes and unused sign-in links. Call it inside
+/// the transaction that disables or deletes the user; nothing of it comes back later.
+fn cut_off(conn: &mut AnyConnection, user: &User, now: i64) -> Result<Cutoff, StoreError> {
+    Ok(Cutoff {
+        sessions_ended: session_store::revoke_all_for_user(conn, &user.user_id, now)?,
+        grants_revoked: grant_store::revoke_all_grants_of_user(conn, &user.user_id, now)?,
+        codes_voided: grant_store::void_open_codes_of_user(conn, &user.user_id, now)?,
+        links_voided: magic_links::void_open_for_email(conn, &user.email, now)?,
+    })
+}
+
+fn cutoff_details(cutoff: &Cutoff) -> serde_json::Value {
+    serde_json::to_value(cutoff).unwrap_or_default()
+}
+
 /// Disables or re-enables a user (audited as `user.disabled` / `user.enabled`); setting the
 /// status a user already has is not an error and records nothing.
+///
+/// Disabling ends, in the same transaction, the user's sessions, grants, refresh and access
+/// tokens, open authorization codes and unused sign-in links (see [`Cutoff`], recorded in the
+/// event's details). Re-enabling restores none of them: the user signs in afresh.
 pub fn set_status(
     conn: &mut AnyConnection,
     user_id: &str,
@@ -117,28 +153,59 @@ pub fn set_status(
     actor: &str,
     now: i64,
 ) -> Result<User, UserError> {
+    set_status_reporting(conn, user_id, status, actor, now).map(|(user, _)| user)
+}
+
+/// [`set_status`], also returning what disabling ended (`None` when nothing changed or the
+/// user was enabled).
+pub fn set_status_reporting(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    status: UserStatus,
+    actor: &str,
+    now: i64,
+) -> Result<(User, Option<Cutoff>), UserError> {
+    if !user::is_plausible_user_id(user_id) {
+        return Err(UserError::NotFound(user_id.to_string()));
+    }
     conn.transaction(|conn| {
-        let current = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
-        if current.status == status {
-            return Ok(current);
+        // The write comes first: on SQLite a transaction that reads before it writes fails at
+        // once under a concurrent writer.
+        if !user_store::change_status(conn, user_id, status, now)? {
+            // Unknown, or the status it has already.
+            let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
+            return Ok((user, None));
         }
-        user_store::set_status(conn, user_id, status, now)?;
-        let action = match status {
-            UserStatus::Active => AuditAction::UserEnabled,
-            UserStatus::Disabled => AuditAction::UserDisabled,
+        let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
+        let (event, cutoff) = match status {
+            UserStatus::Active => (AuditEvent::new(AuditAction::UserEnabled, actor), None),
+            UserStatus::Disabled => {
+                let cutoff = cut_off(conn, &user, now)?;
+                (AuditEvent::new(AuditAction::UserDisabled, actor).details(cutoff_details(&cutoff)), Some(cutoff))
+            }
         };
-        audit::record(conn, &AuditEvent::new(action, actor).subject(user_id).user(user_id), now)?;
-        Ok(User { status, updated_at: now, ..current })
+        audit::record(conn, &event.subject(user_id).user(user_id), now)?;
+        Ok((user, cutoff))
     })
 }
 
 /// Deletes a user and, through the schema's cascades, their sessions, codes, tokens, consents,
-/// recovery codes and pending magic links; audited as `user.deleted`.
+/// recovery codes and pending magic links; audited as `user.deleted`, with what was still live
+/// (see [`Cutoff`]) in the details. Everything is ended first, in the same transaction, so that
+/// nothing of the user outlives the deletion (unused links to the address included).
 pub fn delete(conn: &mut AnyConnection, user_id: &str, actor: &str, now: i64) -> Result<User, UserError> {
     conn.transaction(|conn| {
         let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
+        let cutoff = cut_off(conn, &user, now)?;
         user_store::delete(conn, user_id)?;
-        audit::record(conn, &AuditEvent::new(AuditAction::UserDeleted, actor).subject(user_id).user(user_id), now)?;
+        audit::record(
+            conn,
+            &AuditEvent::new(AuditAction::UserDeleted, actor)
+                .subject(user_id)
+                .user(user_id)
+                .details(cutoff_details(&cutoff)),
+            now,
+        )?;
         Ok(user)
     })
 }

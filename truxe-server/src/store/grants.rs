@@ -86,6 +86,14 @@ pub fn void_open_codes(
     .execute(conn)?)
 }
 
+/// Marks every unredeemed code of `user_id`, for any client, as used (the user was disabled or
+/// is being deleted). Returns how many.
+pub fn void_open_codes_of_user(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<usize, StoreError> {
+    Ok(diesel::update(codes::table.filter(codes::user_id.eq(user_id)).filter(codes::consumed_at.is_null()))
+        .set(codes::consumed_at.eq(now))
+        .execute(conn)?)
+}
+
 /// Removes codes that expired before `before` (housekeeping).
 pub fn delete_expired_codes(conn: &mut AnyConnection, before: i64) -> Result<usize, StoreError> {
     Ok(diesel::delete(codes::table.filter(codes::expires_at.lt(before))).execute(conn)?)
@@ -112,6 +120,25 @@ pub fn revoke_grant(conn: &mut AnyConnection, grant_id: &str, now: i64) -> Resul
         .set(tokens::revoked_at.eq(now))
         .execute(conn)?;
     Ok(updated == 1)
+}
+
+/// Revokes every live grant of a user, for every client, with every token of those grants
+/// and any other token issued to the user; returns how many grants were live. Once revoked a
+/// grant stays revoked: re-enabling the user brings none of it back.
+pub fn revoke_all_grants_of_user(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<usize, StoreError> {
+    let revoked =
+        diesel::update(grants::table.filter(grants::user_id.eq(user_id)).filter(grants::revoked_at.is_null()))
+            .set(grants::revoked_at.eq(now))
+            .execute(conn)?;
+    let of_user = grants::table.filter(grants::user_id.eq(user_id)).select(grants::grant_id.nullable());
+    diesel::update(
+        tokens::table
+            .filter(tokens::revoked_at.is_null())
+            .filter(tokens::user_id.eq(user_id).or(tokens::grant_id.eq_any(of_user))),
+    )
+    .set(tokens::revoked_at.eq(now))
+    .execute(conn)?;
+    Ok(revoked)
 }
 
 /// The live grants of a user for a client (to revoke them when consent is withdrawn).

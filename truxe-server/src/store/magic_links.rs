@@ -2,6 +2,7 @@
 
 use diesel::dsl::count_star;
 use diesel::prelude::*;
+use sha2::{Digest, Sha256};
 
 use super::schema::magic_links;
 use super::{AnyConnection, StoreError};
@@ -59,6 +60,95 @@ pub fn consume(conn: &mut AnyConnection, token_hash: &str, now: i64) -> Result<O
         return Ok(None);
     }
     find(conn, token_hash)
+}
+
+/// Marks every unused link to this address used (its account was disabled or deleted), so
+/// that none of them works if the account comes back. Returns how many.
+pub fn void_open_for_email(conn: &mut AnyConnection, email: &str, now: i64) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        magic_links::table.filter(magic_links::email.eq(email)).filter(magic_links::consumed_at.is_null()),
+    )
+    .set(magic_links::consumed_at.eq(now))
+    .execute(conn)?)
+}
+
+/// A per-address limit: at most `max` links created in the last `window_secs` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressLimit {
+    pub max: i64,
+    pub window_secs: i64,
+}
+
+/// What [`insert_within_limit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Inserted,
+    /// The address had its `max` links in the window already; nothing was stored.
+    OverLimit,
+}
+
+/// Stores `link` unless its address is over `limit` (`None`: no limit), atomically: of any
+/// number of concurrent calls for one address, at most `max` per window insert.
+///
+/// One transaction that inserts first, then counts (its own row included) and rolls back when
+/// the count is over the limit. On SQLite the insert takes the database's write lock until the
+/// commit, so the count sees every other insert for the address that could still commit; on
+/// PostgreSQL a transaction-scoped advisory lock on the address, taken before the insert, does
+/// the same for that address only (under READ COMMITTED two inserting transactions would not
+/// see each other's uncommitted rows).
+pub fn insert_within_limit(
+    conn: &mut AnyConnection,
+    link: &MagicLink,
+    limit: Option<AddressLimit>,
+) -> Result<Limited, StoreError> {
+    let Some(limit) = limit else {
+        insert(conn, link)?;
+        return Ok(Limited::Inserted);
+    };
+    /// The error that rolls the transaction back; never leaves this function.
+    enum Failure {
+        OverLimit,
+        Store(StoreError),
+    }
+    impl From<diesel::result::Error> for Failure {
+        fn from(e: diesel::result::Error) -> Self {
+            Failure::Store(e.into())
+        }
+    }
+    impl From<StoreError> for Failure {
+        fn from(e: StoreError) -> Self {
+            Failure::Store(e)
+        }
+    }
+    let result = conn.transaction::<_, Failure, _>(|conn| {
+        lock_address(conn, &link.email)?;
+        insert(conn, link)?;
+        let count = count_sent_since(conn, &link.email, link.created_at.saturating_sub(limit.window_secs))?;
+        if count > limit.max {
+            return Err(Failure::OverLimit);
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(Limited::Inserted),
+        Err(Failure::OverLimit) => Ok(Limited::OverLimit),
+        Err(Failure::Store(error)) => Err(error),
+    }
+}
+
+/// PostgreSQL: serialises link requests for one address until the transaction ends
+/// (`pg_advisory_xact_lock` on a 64-bit key derived from the address). SQLite needs nothing:
+/// its write lock serialises every writer.
+fn lock_address(conn: &mut AnyConnection, email: &str) -> Result<(), StoreError> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        let digest = Sha256::digest(format!("truxe magic_links address\0{email}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+            .bind::<diesel::sql_types::BigInt, _>(i64::from_be_bytes(first))
+            .execute(pg)?;
+    }
+    Ok(())
 }
 
 /// How many links were sent to this address since `since` (per-address rate limiting).

@@ -85,37 +85,56 @@ pub fn accept_step(conn: &mut AnyConnection, user_id: &str, step: i64) -> Result
     Ok(changed == 1)
 }
 
-/// Reserves one guess before the code is checked, in one conditional `UPDATE`: counts it when
-/// the second factor is not locked and fewer than `MAX_FAILED_ATTEMPTS` guesses are pending or
-/// failed; `false` means no guess is left (lock with [`lock`]). A success clears the count
-/// (`accept_step`, `confirm`, `clear_failures`), so only wrong entries keep their reservation.
-pub fn reserve_attempt(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<bool, StoreError> {
-    let changed = diesel::update(
-        users::table
-            .filter(users::user_id.eq(user_id))
-            .filter(users::mfa_locked_until.is_null().or(users::mfa_locked_until.le(now)))
-            .filter(users::mfa_failed_attempts.lt(MAX_FAILED_ATTEMPTS)),
-    )
-    .set(users::mfa_failed_attempts.eq(users::mfa_failed_attempts + 1))
-    .execute(conn)?;
-    Ok(changed == 1)
+/// A guess reserved by [`reserve_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The `n`th guess since the count was last cleared, `n < MAX_FAILED_ATTEMPTS`.
+    Attempt(i32),
+    /// The last guess: the lockout (until the given time) started with this reservation, so
+    /// no other guess is evaluated while this one is checked. A right code lifts it again.
+    Last { locked_until: i64 },
 }
 
-/// Starts a lockout once every guess is used up: sets `mfa_locked_until = now + LOCKOUT_SECS`
-/// and restarts the count, only when the count is exhausted and no lockout is running, so
-/// concurrent callers start it once and never extend it. The end of the lockout when this call
-/// started it.
-pub fn lock(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Option<i64>, StoreError> {
-    let until = now + LOCKOUT_SECS;
-    let changed = diesel::update(
-        users::table
-            .filter(users::user_id.eq(user_id))
-            .filter(users::mfa_locked_until.is_null().or(users::mfa_locked_until.le(now)))
-            .filter(users::mfa_failed_attempts.ge(MAX_FAILED_ATTEMPTS)),
-    )
-    .set((users::mfa_failed_attempts.eq(0), users::mfa_locked_until.eq(until)))
-    .execute(conn)?;
-    Ok((changed == 1).then_some(until))
+/// Reserves one guess before the code is checked; `None` when none is left (locked). One
+/// transaction: a conditional `UPDATE` counts the guess when the second factor is not locked
+/// and fewer than `MAX_FAILED_ATTEMPTS` guesses are counted, and the guess that reaches
+/// `MAX_FAILED_ATTEMPTS` starts the lockout (`mfa_locked_until = now + LOCKOUT_SECS`, count
+/// back to 0) before the transaction ends. The row stays locked by the `UPDATE` until then
+/// (SQLite: the database write lock), so the count read back is this guess's own: of any
+/// number of parallel guesses exactly `MAX_FAILED_ATTEMPTS` are evaluated per lockout period
+/// and the last of them is known. A success clears the count and the lockout (`accept_step`,
+/// `confirm`, `clear_failures`), so only wrong entries keep their reservation.
+pub fn reserve_attempt(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Option<Reservation>, StoreError> {
+    conn.transaction(|conn| {
+        let changed = diesel::update(
+            users::table
+                .filter(users::user_id.eq(user_id))
+                .filter(users::mfa_locked_until.is_null().or(users::mfa_locked_until.le(now)))
+                .filter(users::mfa_failed_attempts.lt(MAX_FAILED_ATTEMPTS)),
+        )
+        .set(users::mfa_failed_attempts.eq(users::mfa_failed_attempts + 1))
+        .execute(conn)?;
+        if changed != 1 {
+            return Ok(None);
+        }
+        let count: i32 =
+            users::table.filter(users::user_id.eq(user_id)).select(users::mfa_failed_attempts).first(conn)?;
+        if count < MAX_FAILED_ATTEMPTS {
+            return Ok(Some(Reservation::Attempt(count)));
+        }
+        let locked_until = now + LOCKOUT_SECS;
+        diesel::update(users::table.filter(users::user_id.eq(user_id)))
+            .set((users::mfa_failed_attempts.eq(0), users::mfa_locked_until.eq(locked_until)))
+            .execute(conn)?;
+        Ok(Some(Reservation::Last { locked_until }))
+    })
+}
+
+/// When the running lockout ends, if one is running at `now`.
+pub fn locked_until(conn: &mut AnyConnection, user_id: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let until: Option<Option<i64>> =
+        users::table.filter(users::user_id.eq(user_id)).select(users::mfa_locked_until).first(conn).optional()?;
+    Ok(until.flatten().filter(|&until| until > now))
 }
 
 pub fn clear_failures(conn: &mut AnyConnection, user_id: &str) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod clients;
 pub mod consents;
 pub mod grants;
+pub mod housekeeping;
 pub mod magic_links;
 pub mod mfa;
 pub mod migrations;

@@ -111,6 +111,20 @@ pub fn set_status(conn: &mut AnyConnection, user_id: &str, status: UserStatus, n
     Ok(changed > 0)
 }
 
+/// Sets the status when it differs; `false` when the user does not exist or has it already.
+pub fn change_status(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    status: UserStatus,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed =
+        diesel::update(users::table.filter(users::user_id.eq(user_id)).filter(users::status.ne(status.as_str())))
+            .set((users::status.eq(status.as_str()), users::updated_at.eq(now)))
+            .execute(conn)?;
+    Ok(changed > 0)
+}
+
 /// `false` when the user does not exist.
 pub fn set_email_verified(
     conn: &mut AnyConnection,
