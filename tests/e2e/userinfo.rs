@@ -120,13 +120,13 @@ async fn userinfo_errors_on(backend: Backend) {
     );
     assert_invalid_token(&userinfo_get(&server, Some(&expired)).await, "expired", "expired");
 
-    // A disabled user's tokens stop working.
+    // A disabled user's tokens stop working: disabling revoked the user's grants.
     assert_eq!(userinfo_get(&server, Some(access_token)).await.0, 200);
     let pool = pool(&server);
     let mut conn = pool.get().expect("connection");
     user_service::set_status(&mut conn, &user_id, truxe_server::model::user::UserStatus::Disabled, "test", unix_now())
         .expect("disable");
-    assert_invalid_token(&userinfo_get(&server, Some(access_token)).await, "user", "disabled user");
+    assert_invalid_token(&userinfo_get(&server, Some(access_token)).await, "revoked", "disabled user");
 }
 
 /// An access token revoked through `/revoke` (by `jti`) is refused at once; the grant's other
