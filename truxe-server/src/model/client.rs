@@ -1,5 +1,6 @@
 //! A registered OAuth client.
 
+pub use super::ClientId;
 use crate::oauth::scope::ScopeSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -184,13 +185,9 @@ impl Client {
 
 pub const CLIENT_ID_PREFIX: &str = "cl_";
 
-/// Whether a presented client_id could be one of ours; anything else (NUL bytes, SQL
-/// metacharacters, kilobytes of text) is refused before it reaches the database.
+/// Whether a presented client_id could be one of ours (see [`ClientId::parse`]).
 pub fn is_plausible_client_id(value: &str) -> bool {
-    value.len() <= CLIENT_ID_PREFIX.len() + 64
-        && value.strip_prefix(CLIENT_ID_PREFIX).is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    ClientId::parse(value).is_some()
 }
 
 #[cfg(test)]

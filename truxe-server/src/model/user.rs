@@ -4,6 +4,8 @@ use std::fmt;
 
 use base64::Engine;
 
+pub use super::UserId;
+
 pub const USER_ID_PREFIX: &str = "usr_";
 
 /// Longest address accepted: RFC 5321 §4.5.3.1.3 limits a path to 256 octets including the
@@ -64,18 +66,15 @@ impl User {
 }
 
 /// `usr_` followed by 128 random bits, base64url without padding.
-pub fn new_user_id() -> String {
+pub fn new_user_id() -> UserId {
     let mut bytes = [0u8; 16];
     rand::fill(&mut bytes);
-    format!("{USER_ID_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!("{USER_ID_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)).into()
 }
 
-/// Whether a presented user id could be one of ours, before it reaches the database.
+/// Whether a presented user id could be one of ours (see [`UserId::parse`]).
 pub fn is_plausible_user_id(value: &str) -> bool {
-    value.len() <= USER_ID_PREFIX.len() + 64
-        && value.strip_prefix(USER_ID_PREFIX).is_some_and(|rest| {
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    UserId::parse(value).is_some()
 }
 
 /// Why an email address was refused. The message never repeats the address (it may be

@@ -32,8 +32,8 @@ fn random_token(prefix: &str, bytes: usize) -> String {
 }
 
 /// `cl_` and 128 random bits.
-pub fn generate_client_id() -> String {
-    random_token(model::CLIENT_ID_PREFIX, 16)
+pub fn generate_client_id() -> crate::model::ClientId {
+    random_token(model::CLIENT_ID_PREFIX, 16).into()
 }
 
 /// Gives a confidential client a new secret. With a `grace` above zero the old secret keeps

@@ -11,6 +11,7 @@ use super::{
     Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
     refresh_family_lifetime,
 };
+use crate::model::GrantId;
 use crate::model::client::{Client, GrantType};
 use crate::oauth::client_auth::ClientCredentials;
 use crate::oauth::form::Form;
@@ -78,8 +79,8 @@ pub fn check_code(
     }
 }
 
-fn new_grant_id() -> String {
-    format!("grt_{}", uuid::Uuid::new_v4().simple())
+fn new_grant_id() -> GrantId {
+    format!("grt_{}", uuid::Uuid::new_v4().simple()).into()
 }
 
 pub fn exchange(
@@ -112,7 +113,7 @@ pub fn exchange(
     let scope = ScopeSet::parse(&code.scope).map_err(|e| StoreError::Corrupt(format!("code scope: {e}")))?;
     let audience = audience(ctx, &client, request.resource.as_deref())?;
     let grant = Grant {
-        grant_id: new_grant_id(),
+        grant_id: new_grant_id().into(),
         client_id: client.client_id.clone(),
         user_id: Some(user.user_id.clone()),
         scope: scope.to_string(),

@@ -106,7 +106,7 @@ pub(super) fn sign(ctx: &Context<'_>, what: Signing<'_>) -> Result<Issued, Token
         let value = new_code();
         let expires_at = ctx.now.saturating_add(refresh_token_lifetime(ctx.config, client)).min(family_expires_at);
         let row = RefreshToken {
-            jti: new_jti(),
+            jti: new_jti().into(),
             token_type: REFRESH_TOKEN.to_string(),
             token_hash: Some(token_hash(value.secret())),
             grant_id: Some(grant.grant_id.clone()),

@@ -26,6 +26,7 @@ use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
 use crate::config::Config;
 use crate::jwt::{AccessTokenClaims, JwtError, TokenKeys};
+use crate::model::Jti;
 use crate::model::client::{self as model, AuthMethod, Client, GrantType};
 use crate::model::request::RequestMeta;
 use crate::oauth::OAuthError;
@@ -337,7 +338,7 @@ pub fn access_token_claims(
         aud: audience.to_string(),
         exp: now.saturating_add(access_token_lifetime(config, client)),
         iat: now,
-        jti: new_jti(),
+        jti: new_jti().into(),
         client_id: client.client_id.clone(),
         scope: scope.to_string(),
         // A machine token: no user, so no authentication time and no user grant.
@@ -346,8 +347,8 @@ pub fn access_token_claims(
     }
 }
 
-pub fn new_jti() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+pub fn new_jti() -> Jti {
+    uuid::Uuid::new_v4().simple().to_string().into()
 }
 
 /// Whether an opaque value (code, refresh token) could be one of ours: we issue 43 base64url
