@@ -159,8 +159,8 @@ async fn bad_exchanges_on(backend: Backend) {
     let now = unix_now();
     let row = |code: &str, expires_at: i64, challenge: Option<String>| AuthorizationCode {
         code_hash: truxe_server::service::authorize::token_hash(code),
-        client_id: app.client_id.clone(),
-        user_id: user_id.clone(),
+        client_id: app.client_id.as_str().into(),
+        user_id: user_id.as_str().into(),
         redirect_uri: CALLBACK.into(),
         scope: "openid".into(),
         code_challenge_method: challenge.as_ref().map(|_| "S256".to_string()),

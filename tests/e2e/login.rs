@@ -55,7 +55,7 @@ fn link_rows(pool: &store::Pool) -> Vec<(String, i64)> {
 
 fn create_user(pool: &store::Pool, email: &str) -> String {
     let mut c = pool.get().expect("connection");
-    user_service::create(&mut c, &new_user(email), "test", unix_now()).expect("user").user_id
+    user_service::create(&mut c, &new_user(email), "test", unix_now()).expect("user").user_id.into()
 }
 
 /// A browser: keeps cookies, does not follow redirects.

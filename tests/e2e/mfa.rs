@@ -25,7 +25,7 @@ fn enrolled(c: &mut AnyConnection, email: &str) -> (String, Vec<u8>, Vec<String>
     let enrolment = mfa_service::begin_enrolment(c, &user.user_id, "Truxe Test", NOW).expect("begin");
     let secret = enrolment.secret.secret().clone();
     let codes = mfa_service::confirm_enrolment(c, &user.user_id, &code(&secret, NOW), NOW).expect("confirm");
-    (user.user_id, secret, codes.iter().map(|c| c.secret().clone()).collect())
+    (user.user_id.into(), secret, codes.iter().map(|c| c.secret().clone()).collect())
 }
 
 /// Six digits that are no code of the steps around the real clock (the HTTP pages use it).

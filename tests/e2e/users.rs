@@ -2,6 +2,7 @@
 //! delete, sign-in look-up), magic-link storage, and `truxectl users`.
 
 use diesel::prelude::*;
+use truxe_server::model::UserId;
 use truxe_server::model::request::RequestMeta;
 use truxe_server::model::user::UserStatus;
 use truxe_server::service::sessions as sessions_service;
@@ -95,12 +96,12 @@ on_both_backends! {
     async fn users_list_pages_by_id(backend: Backend) {
         let (_db, pool) = migrated(backend);
         let c = &mut *conn(&pool);
-        let mut ids: Vec<String> = (0..7)
+        let mut ids: Vec<UserId> = (0..7)
             .map(|i| users::create(c, &new_user(&format!("user{i}@example.com")), "test", NOW).expect("created").user_id)
             .collect();
         ids.sort();
         let mut seen = Vec::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<UserId> = None;
         let mut pages = 0;
         loop {
             let page = users::list(c, after.as_deref(), 3).expect("page");
@@ -114,7 +115,7 @@ on_both_backends! {
         assert_eq!(pages, 3);
         assert_eq!(seen, ids, "every user once, in id order");
         assert_eq!(users::list(c, None, 0).expect("clamped").len(), 1);
-        assert_eq!(users::list(c, ids.last().map(String::as_str), 10).expect("empty"), []);
+        assert_eq!(users::list(c, ids.last().map(UserId::as_str), 10).expect("empty"), []);
     }
 
     async fn users_can_be_disabled_enabled_and_deleted(backend: Backend) {
@@ -303,7 +304,7 @@ on_both_backends! {
                 c,
                 &grants::AuthorizationCode {
                     code_hash: hash.to_string(),
-                    client_id: client_id.clone(),
+                    client_id: client_id.as_str().into(),
                     user_id: user.clone(),
                     redirect_uri: "https://app.example.com/cb".to_string(),
                     scope: "openid".to_string(),
@@ -471,7 +472,7 @@ pub fn link(token_hash: &str, email: &str, user_id: Option<&str>, expires_at: i6
     MagicLink {
         token_hash: token_hash.to_string(),
         email: email.to_string(),
-        user_id: user_id.map(str::to_string),
+        user_id: user_id.map(UserId::from),
         created_at: NOW,
         expires_at,
         consumed_at: None,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::model::ClientId;
 use crate::model::client::Client;
 
 /// How long a client read from the database is trusted: a client suspended or deleted on another
@@ -22,7 +23,7 @@ pub const CLIENT_CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug)]
 pub struct ClientCache {
-    entries: RwLock<HashMap<String, Entry>>,
+    entries: RwLock<HashMap<ClientId, Entry>>,
     /// Bumped by every invalidation, so that a read that raced one is not cached.
     generation: AtomicU64,
     ttl: Duration,

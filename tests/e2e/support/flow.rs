@@ -56,7 +56,7 @@ pub fn create_user(server: &TestServer, email: &str) -> String {
     let pool = pool(server);
     let mut conn = pool.get().expect("connection");
     let new = NewUser { email: email.into(), display_name: Some("Ada Lovelace".into()), email_verified: true };
-    user_service::create(&mut conn, &new, "test", unix_now()).expect("user").user_id
+    user_service::create(&mut conn, &new, "test", unix_now()).expect("user").user_id.into()
 }
 
 /// A web application: confidential (Basic), sign-in with refresh tokens, a logout URI.

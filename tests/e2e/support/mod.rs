@@ -204,6 +204,7 @@ impl TestServer {
         truxe_server::service::users::create(&mut conn, &new, "test", truxe_server::store::unix_now())
             .expect("user")
             .user_id
+            .into()
     }
 
     /// A browser session for `user_id` as the magic link leaves it (`mfa_pending`: the second

@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm as JwsAlgorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Algorithm, SigningKey};
+use crate::model::{ClientId, GrantId, Jti};
 
 /// RFC 9068 §2.1: the `typ` header of a JWT access token.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -50,8 +51,8 @@ pub struct AccessTokenClaims {
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
-    pub jti: String,
-    pub client_id: String,
+    pub jti: Jti,
+    pub client_id: ClientId,
     /// Space-separated; absent when no scope was granted.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
@@ -61,7 +62,7 @@ pub struct AccessTokenClaims {
     /// The grant (`oauth_grants`) the token belongs to, so that revoking a grant revokes its
     /// access tokens too; tokens for a user only. A private claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
+    pub gid: Option<GrantId>,
 }
 
 /// The `typ` header of an ID token (OIDC Core §5.4 of RFC 7519's recommendation).

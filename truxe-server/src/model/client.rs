@@ -83,7 +83,7 @@ impl ClientStatus {
 /// `Default` is a blank, unregistered client (no id, no settings), for building one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Client {
-    pub client_id: String,
+    pub client_id: ClientId,
     pub client_name: String,
     pub secret_hash: Option<String>,
     pub previous_secret_hash: Option<String>,

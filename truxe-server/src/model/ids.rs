@@ -16,6 +16,7 @@ macro_rules! string_id {
         #[derive(
             Debug,
             Clone,
+            Default,
             PartialEq,
             Eq,
             Hash,
@@ -86,6 +87,18 @@ macro_rules! string_id {
         impl From<$name> for String {
             fn from(value: $name) -> Self {
                 value.0
+            }
+        }
+
+        impl From<&$name> for String {
+            fn from(value: &$name) -> Self {
+                value.0.clone()
+            }
+        }
+
+        impl From<$name> for serde_json::Value {
+            fn from(value: $name) -> Self {
+                serde_json::Value::String(value.0)
             }
         }
 

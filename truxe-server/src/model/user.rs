@@ -43,7 +43,7 @@ impl UserStatus {
 /// A user row. The TOTP secret is not part of it: only `service::mfa` reads that column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub user_id: String,
+    pub user_id: UserId,
     /// Normalised (see [`Email::parse`]).
     pub email: String,
     pub display_name: Option<String>,

@@ -81,7 +81,7 @@ pub struct Prompt {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationRequest {
-    pub client_id: String,
+    pub client_id: crate::model::ClientId,
     pub redirect_uri: String,
     /// Whether the request carried `redirect_uri` (then the token request must, RFC 6749 §4.1.3).
     pub redirect_uri_given: bool,

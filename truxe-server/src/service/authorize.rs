@@ -23,7 +23,7 @@ pub const OFFLINE_ACCESS: &str = "offline_access";
 /// Who the browser's session signs in, as the authorization endpoint needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authentication {
-    pub user_id: String,
+    pub user_id: crate::model::UserId,
     /// When the user authenticated, epoch seconds.
     pub auth_time: i64,
     /// RFC 8176 values.
@@ -101,7 +101,7 @@ pub fn decide(
 /// user has just signed in they are satisfied, and keeping them would send the browser back
 /// to sign-in forever.
 pub fn canonical_params(request: &AuthorizationRequest) -> Vec<(&'static str, String)> {
-    let mut params = vec![("response_type", "code".to_string()), ("client_id", request.client_id.clone())];
+    let mut params = vec![("response_type", "code".to_string()), ("client_id", request.client_id.to_string())];
     // Only when the request carried it: the token request must then repeat it (RFC 6749 §4.1.3).
     if request.redirect_uri_given {
         params.push(("redirect_uri", request.redirect_uri.clone()));
@@ -179,8 +179,8 @@ pub fn grant_consent(
                 }
                 None => {
                     let row = Consent {
-                        user_id: user_id.to_string(),
-                        client_id: client_id.to_string(),
+                        user_id: user_id.into(),
+                        client_id: client_id.into(),
                         scope: merged.to_string(),
                         created_at: now,
                         updated_at: now,

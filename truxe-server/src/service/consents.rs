@@ -11,7 +11,7 @@ use crate::store::{AnyConnection, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsentView {
-    pub client_id: String,
+    pub client_id: crate::model::ClientId,
     pub client_name: String,
     /// Space-separated scope tokens.
     pub scope: String,

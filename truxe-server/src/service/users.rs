@@ -50,7 +50,7 @@ pub fn create(conn: &mut AnyConnection, new: &NewUser, actor: &str, now: i64) ->
     let display_name =
         user::normalize_display_name(new.display_name.as_deref()).map_err(UserError::InvalidDisplayName)?;
     let user = User {
-        user_id: user::new_user_id().into(),
+        user_id: user::new_user_id(),
         email: email.into_string(),
         display_name,
         email_verified: new.email_verified,

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 
 use super::schema::{oauth_client_redirect_uris as uris, oauth_clients as clients};
 use super::{AnyConnection, StoreError};
+use crate::model::ClientId;
 use crate::model::client::{AuthMethod, Client, ClientStatus, GrantType};
 use crate::oauth::scope::ScopeSet;
 
@@ -13,7 +14,7 @@ const POST_LOGOUT: &str = "post_logout";
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = clients)]
 struct Row {
-    client_id: String,
+    client_id: ClientId,
     client_name: String,
     secret_hash: Option<String>,
     previous_secret_hash: Option<String>,
@@ -168,7 +169,7 @@ fn settings_row(c: &Client) -> SettingsRow<'_> {
     }
 }
 
-fn load_uris(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<(String, String, String)>, StoreError> {
+fn load_uris(conn: &mut AnyConnection, ids: &[ClientId]) -> Result<Vec<(ClientId, String, String)>, StoreError> {
     Ok(uris::table
         .filter(uris::client_id.eq_any(ids))
         .select((uris::client_id, uris::purpose, uris::uri))
@@ -177,7 +178,7 @@ fn load_uris(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<(String, St
 }
 
 fn attach(conn: &mut AnyConnection, rows: Vec<Row>) -> Result<Vec<Client>, StoreError> {
-    let ids: Vec<String> = rows.iter().map(|r| r.client_id.clone()).collect();
+    let ids: Vec<ClientId> = rows.iter().map(|r| r.client_id.clone()).collect();
     let all_uris = load_uris(conn, &ids)?;
     rows.into_iter()
         .map(|row| {

@@ -4,12 +4,13 @@ use diesel::prelude::*;
 
 use super::schema::{oauth_clients, oauth_consents};
 use super::{AnyConnection, StoreError};
+use crate::model::{ClientId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = oauth_consents)]
 pub struct Consent {
-    pub user_id: String,
-    pub client_id: String,
+    pub user_id: UserId,
+    pub client_id: ClientId,
     /// Space-separated scope tokens.
     pub scope: String,
     pub created_at: i64,

@@ -6,13 +6,14 @@ use diesel::prelude::*;
 
 use super::schema::{oauth_authorization_codes as codes, oauth_grants as grants, oauth_tokens as tokens};
 use super::{AnyConnection, StoreError};
+use crate::model::{ClientId, GrantId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = codes)]
 pub struct AuthorizationCode {
     pub code_hash: String,
-    pub client_id: String,
-    pub user_id: String,
+    pub client_id: ClientId,
+    pub user_id: UserId,
     pub redirect_uri: String,
     pub scope: String,
     pub code_challenge: Option<String>,
@@ -25,7 +26,7 @@ pub struct AuthorizationCode {
     pub expires_at: i64,
     pub consumed_at: Option<i64>,
     /// The grant the code's redemption created.
-    pub grant_id: Option<String>,
+    pub grant_id: Option<GrantId>,
     /// Whether the authorization request carried `redirect_uri` (then the token request must).
     pub redirect_uri_given: bool,
 }
@@ -33,9 +34,9 @@ pub struct AuthorizationCode {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = grants)]
 pub struct Grant {
-    pub grant_id: String,
-    pub client_id: String,
-    pub user_id: Option<String>,
+    pub grant_id: GrantId,
+    pub client_id: ClientId,
+    pub user_id: Option<UserId>,
     pub scope: String,
     pub auth_time: Option<i64>,
     pub amr: Option<String>,

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::schema::magic_links;
 use super::{AnyConnection, StoreError};
+use crate::model::UserId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = magic_links)]
@@ -15,7 +16,7 @@ pub struct MagicLink {
     /// The normalised address the link was sent to.
     pub email: String,
     /// `None` when the address had no account when the link was sent.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub created_at: i64,
     pub expires_at: i64,
     pub consumed_at: Option<i64>,

@@ -4,13 +4,14 @@ use diesel::prelude::*;
 
 use super::schema::sessions;
 use super::{AnyConnection, StoreError};
+use crate::model::UserId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 pub struct Session {
     /// Hex SHA-256 of the random id in the cookie; the id itself is never stored.
     pub session_hash: String,
-    pub user_id: String,
+    pub user_id: UserId,
     /// When the user authenticated (OIDC `auth_time`), epoch seconds.
     pub auth_time: i64,
     /// Authentication methods (RFC 8176), space-separated: `email`, `mfa`, `otp`.

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::oauth_tokens as tokens;
 use super::{AnyConnection, StoreError};
+use crate::model::{ClientId, GrantId, Jti, UserId};
 
 /// `oauth_tokens.token_type` of a refresh token.
 pub const REFRESH_TOKEN: &str = "refresh_token";
@@ -15,19 +16,19 @@ pub const ACCESS_TOKEN: &str = "access_token";
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = tokens)]
 pub struct RefreshToken {
-    pub jti: String,
+    pub jti: Jti,
     pub token_type: String,
     pub token_hash: Option<String>,
-    pub grant_id: Option<String>,
-    pub client_id: String,
-    pub user_id: Option<String>,
+    pub grant_id: Option<GrantId>,
+    pub client_id: ClientId,
+    pub user_id: Option<UserId>,
     pub scope: String,
     pub created_at: i64,
     pub expires_at: i64,
     pub rotated_at: Option<i64>,
     pub revoked_at: Option<i64>,
     /// The `jti` of the refresh token that replaced this one when it was rotated (or retried).
-    pub replaced_by: Option<String>,
+    pub replaced_by: Option<Jti>,
 }
 
 // ---- refresh tokens --------------------------------------------------------------------------

@@ -4,12 +4,13 @@ use diesel::prelude::*;
 
 use super::schema::users;
 use super::{AnyConnection, StoreError};
+use crate::model::UserId;
 use crate::model::user::{User, UserStatus};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
 struct Row {
-    user_id: String,
+    user_id: UserId,
     email: String,
     display_name: Option<String>,
     email_verified: bool,

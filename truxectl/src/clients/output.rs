@@ -44,7 +44,7 @@ fn print_client(c: &ClientView) {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     let ttl = |v: Option<i64>| v.map_or_else(|| "- (the server's)".to_string(), |s| format!("{s} s"));
     let rows: [(&str, String); 22] = [
-        ("client_id", c.client_id.clone()),
+        ("client_id", c.client_id.to_string()),
         ("client_name", c.client_name.clone()),
         ("status", c.status.clone()),
         ("token_endpoint_auth_method", c.token_endpoint_auth_method.clone()),
@@ -83,7 +83,7 @@ pub(super) fn print_table(page: &Page) {
         .iter()
         .map(|c| {
             [
-                c.client_id.clone(),
+                c.client_id.to_string(),
                 c.status.clone(),
                 c.token_endpoint_auth_method.clone(),
                 c.grant_types.join(","),

@@ -88,7 +88,7 @@ pub fn create(conn: &mut AnyConnection, ctx: &Context<'_>, input: ClientInput) -
     let settings = validate_input(input, ctx.rules)?;
     let secret = settings.token_endpoint_auth_method.is_confidential().then(client_secret::generate);
     let client = Client {
-        client_id: generate_client_id().into(),
+        client_id: generate_client_id(),
         secret_hash: secret.as_ref().map(|s| client_secret::hash(ctx.secret_key, s.secret())),
         created_at: ctx.now,
         updated_at: ctx.now,

@@ -9,7 +9,7 @@ use crate::secret::Secret;
 /// the id and the timestamps ([`ClientView::settings`]) are a complete registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientView {
-    pub client_id: String,
+    pub client_id: crate::model::ClientId,
     pub client_name: String,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
@@ -125,5 +125,5 @@ impl WithSecret {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page {
     pub clients: Vec<ClientView>,
-    pub next: Option<String>,
+    pub next: Option<crate::model::ClientId>,
 }

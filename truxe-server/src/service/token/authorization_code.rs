@@ -113,7 +113,7 @@ pub fn exchange(
     let scope = ScopeSet::parse(&code.scope).map_err(|e| StoreError::Corrupt(format!("code scope: {e}")))?;
     let audience = audience(ctx, &client, request.resource.as_deref())?;
     let grant = Grant {
-        grant_id: new_grant_id().into(),
+        grant_id: new_grant_id(),
         client_id: client.client_id.clone(),
         user_id: Some(user.user_id.clone()),
         scope: scope.to_string(),

@@ -28,7 +28,7 @@ pub struct Introspection {
 pub struct ActiveToken {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
-    pub client_id: String,
+    pub client_id: crate::model::ClientId,
     pub sub: String,
     pub exp: i64,
     pub iat: i64,
@@ -37,7 +37,7 @@ pub struct ActiveToken {
     pub aud: Option<String>,
     /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
     pub token_type: &'static str,
-    pub jti: String,
+    pub jti: crate::model::Jti,
 }
 
 impl Introspection {
@@ -88,7 +88,7 @@ pub fn introspect(
                 Ok(Introspection::active(ActiveToken {
                     scope: live.token.scope,
                     client_id: live.token.client_id,
-                    sub: live.user.user_id,
+                    sub: live.user.user_id.into(),
                     exp: live.expires_at,
                     iat: live.token.created_at,
                     iss: ctx.config.issuer.clone(),

@@ -62,7 +62,7 @@ pub fn id_token_claims(
     let email = scope.contains("email");
     IdTokenClaims {
         iss: issuer.to_string(),
-        sub: user.user_id.clone(),
+        sub: user.user_id.to_string(),
         aud: client_id.to_string(),
         exp,
         iat: now,
@@ -106,7 +106,7 @@ pub(super) fn sign(ctx: &Context<'_>, what: Signing<'_>) -> Result<Issued, Token
         let value = new_code();
         let expires_at = ctx.now.saturating_add(refresh_token_lifetime(ctx.config, client)).min(family_expires_at);
         let row = RefreshToken {
-            jti: new_jti().into(),
+            jti: new_jti(),
             token_type: REFRESH_TOKEN.to_string(),
             token_hash: Some(token_hash(value.secret())),
             grant_id: Some(grant.grant_id.clone()),

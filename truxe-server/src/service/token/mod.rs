@@ -338,7 +338,7 @@ pub fn access_token_claims(
         aud: audience.to_string(),
         exp: now.saturating_add(access_token_lifetime(config, client)),
         iat: now,
-        jti: new_jti().into(),
+        jti: new_jti(),
         client_id: client.client_id.clone(),
         scope: scope.to_string(),
         // A machine token: no user, so no authentication time and no user grant.

@@ -218,7 +218,7 @@ fn refresh_once(
         }
         token_store::insert_refresh_token(conn, successor)?;
         let mut event = issued.event(ctx, GrantType::RefreshToken, client, &user.user_id);
-        event.details["rotated"] = serde_json::Value::String(token.jti.clone());
+        event.details["rotated"] = serde_json::Value::from(token.jti.clone());
         event.details["retry"] = serde_json::Value::Bool(retry);
         if retry {
             event.details["replaced"] = serde_json::json!(token.replaced_by);
