@@ -143,7 +143,7 @@ pub fn revoke_all_grants_of_user(conn: &mut AnyConnection, user_id: &str, now: i
 }
 
 /// The live grants of a user for a client (to revoke them when consent is withdrawn).
-pub fn live_grant_ids(conn: &mut AnyConnection, user_id: &str, client_id: &str) -> Result<Vec<String>, StoreError> {
+pub fn live_grant_ids(conn: &mut AnyConnection, user_id: &str, client_id: &str) -> Result<Vec<GrantId>, StoreError> {
     Ok(grants::table
         .filter(grants::user_id.eq(user_id))
         .filter(grants::client_id.eq(client_id))
