@@ -165,6 +165,24 @@ async fn narrowed_scopes_on(backend: Backend) {
     let refreshed: Value = introspect(&server, &app, &rt2).await;
     assert_eq!(refreshed["active"], true, "{refreshed}");
     assert_eq!(refreshed["scope"], "offline_access openid", "the refresh token itself was narrowed");
+
+    // Withdrawing offline_access ends an OpenID Connect grant's refreshing (OIDC Core §11).
+    let response = server
+        .client
+        .patch(server.url(&format!("/oauth-provider/clients/{}", app.client_id)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "allowed_scopes": ["openid"] }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status().as_u16(), 200);
+    let answer = refresh(&server, &app, &rt2, None).await;
+    assert_grant_error(&answer, "invalid_grant", "offline_access withdrawn");
+    assert!(
+        answer.body["error_description"].as_str().unwrap_or_default().contains("offline_access"),
+        "{}",
+        answer.body
+    );
 }
 
 async fn family_max_age_on(backend: Backend) {

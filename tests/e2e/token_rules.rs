@@ -215,3 +215,53 @@ async fn redirect_uri_rules_on(backend: Backend) {
     assert!(answer.body["error_description"].as_str().unwrap_or_default().contains("redirect_uri"));
     assert_eq!(exchange(&server, &one_uri, &code, CALLBACK).await.status, 200, "with it, the code still works");
 }
+
+on_both_backends! {
+    async fn a_used_code_presented_by_another_client_revokes_nothing(backend: Backend) {
+        foreign_code_on(backend).await;
+    }
+    async fn a_disabled_user_gets_no_new_session_or_code(backend: Backend) {
+        disabled_user_on(backend).await;
+    }
+}
+
+async fn foreign_code_on(backend: Backend) {
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let app = web_app(&server).await;
+    let other = spa(&server).await;
+    let (agent, _) = Agent::signed_in(&server, &user_id);
+    let code = authorize_code(&agent, &app, CALLBACK, "openid offline_access").await;
+    let answer = exchange(&server, &app, &code, CALLBACK).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let access_token = answer.body["access_token"].as_str().expect("access token").to_string();
+    // The used code leaks; another client presents it: refused, and the owner's grant lives on.
+    let stolen = exchange(&server, &other, &code, CALLBACK).await;
+    assert_grant_error(&stolen, "invalid_grant", "another client's used code");
+    assert_eq!(introspect(&server, &app, &access_token).await["active"], true, "nothing was revoked");
+    // The owner presenting it again is a replay: that revokes the grant.
+    assert_grant_error(&exchange(&server, &app, &code, CALLBACK).await, "invalid_grant", "replayed by its client");
+    assert_eq!(introspect(&server, &app, &access_token).await, json!({ "active": false }));
+}
+
+async fn disabled_user_on(backend: Backend) {
+    use diesel::prelude::*;
+    use truxe_server::model::request::RequestMeta;
+    use truxe_server::model::user::UserStatus;
+    use truxe_server::service::{sessions, users};
+    use truxe_server::store::schema::sessions as session_rows;
+    use truxe_server::store::unix_now;
+
+    let server = flow_server(backend, &[]).await;
+    let user_id = create_user(&server, "ada@example.org");
+    let pool = pool(&server);
+    let mut conn = pool.get().expect("connection");
+    let user = users::get(&mut conn, &user_id).expect("user");
+    users::set_status(&mut conn, &user_id, UserStatus::Disabled, "test", unix_now()).expect("disable");
+    // The record read before the disable still says active; the row lock says otherwise.
+    let started =
+        sessions::start(&mut conn, &user, &["email"], false, 600, &RequestMeta::default(), unix_now()).expect("start");
+    assert!(started.is_none(), "no session for a user disabled meanwhile");
+    let rows: i64 = session_rows::table.count().get_result(&mut conn).expect("count");
+    assert_eq!(rows, 0, "the session insert was rolled back");
+}

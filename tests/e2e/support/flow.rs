@@ -193,7 +193,8 @@ impl Agent {
         let mut conn = pool.get().expect("connection");
         let user = user_service::get(&mut conn, user_id).expect("user");
         let id = session_service::start(&mut conn, &user, amr, false, 3600, &RequestMeta::default(), unix_now())
-            .expect("session");
+            .expect("session")
+            .expect("an active user");
         let key = derive_key(&Secret::new(SESSION_SECRET.to_string()));
         let mac = URL_SAFE_NO_PAD.encode(hmac_sha256(key.secret(), id.secret().as_bytes()));
         let url = url::Url::parse(&self.base).expect("base url");

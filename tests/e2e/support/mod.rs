@@ -217,7 +217,8 @@ impl TestServer {
         let now = truxe_server::store::unix_now();
         let meta = truxe_server::model::request::RequestMeta::default();
         let id = truxe_server::service::sessions::start(&mut conn, &user, &["email"], mfa_pending, 900, &meta, now)
-            .expect("session");
+            .expect("session")
+            .expect("an active user");
         let mac =
             truxe_server::oauth::client_secret::hmac_sha256(self.state.session_key.secret(), id.secret().as_bytes());
         let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac);

@@ -241,7 +241,15 @@ async fn issue(
     })
     .await;
     let code = match code {
-        Ok(code) => code,
+        Ok(Some(code)) => code,
+        // Disabled or deleted while the request was being answered.
+        Ok(None) => {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Account disabled",
+                "This account is disabled. Contact the administrator of this service.",
+            );
+        }
         Err(error) => return pages::storage_failure(&error),
     };
     tracing::info!(client_id = %request.client_id, user_id = %auth.user_id, scope = %scope, "authorization code issued");

@@ -26,9 +26,6 @@ pub async fn withdraw(req: HttpRequest, state: web::Data<AppState>, payload: web
     match store::run(&state.pool, move |conn| consent_service::withdraw(conn, &user_id, &client_id, &actor, now)).await
     {
         Ok(_) => pages::see_other("/"),
-        Err(error) => {
-            tracing::error!(%error, "cannot withdraw a consent");
-            pages::unavailable()
-        }
+        Err(error) => pages::storage_failure(&error),
     }
 }

@@ -94,10 +94,7 @@ pub async fn request(state: &AppState, params: &Form) -> Result<Option<EndSessio
             match store::run(&state.pool, move |conn| clients::find(conn, &id)).await {
                 Ok(Some(client)) if client.is_active() => Some(client),
                 Ok(_) => return Err(refused("The application asking to sign you out is unknown or disabled.")),
-                Err(error) => {
-                    tracing::error!(%error, "storage failure at the end-session endpoint");
-                    return Err(super::pages::unavailable());
-                }
+                Err(error) => return Err(super::pages::storage_failure(&error)),
             }
         }
     };

@@ -400,7 +400,15 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     })
     .await;
     let id = match started {
-        Ok(id) => id,
+        Ok(Some(id)) => id,
+        // Disabled or deleted between the link's check and now.
+        Ok(None) => {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Account disabled",
+                "This account is disabled. Contact the administrator of this service.",
+            );
+        }
         Err(error) => return storage_failure(&error),
     };
     let return_to = safe_return_to(return_to.as_deref());

@@ -222,7 +222,8 @@ fn union(a: &ScopeSet, b: &ScopeSet) -> ScopeSet {
 }
 
 /// Issues an authorization code for `request`, bound to its client, redirect URI, PKCE
-/// challenge and nonce, valid `ttl_secs`. Returns the code for the redirect.
+/// challenge and nonce, valid `ttl_secs`. Returns the code for the redirect; `None` (nothing
+/// stored) when the user was disabled or deleted meanwhile.
 pub fn issue_code(
     conn: &mut AnyConnection,
     request: &AuthorizationRequest,
@@ -231,7 +232,7 @@ pub fn issue_code(
     ttl_secs: i64,
     origin: &RequestMeta,
     now: i64,
-) -> Result<Secret<String>, StoreError> {
+) -> Result<Option<Secret<String>>, StoreError> {
     let code = new_code();
     let row = AuthorizationCode {
         code_hash: token_hash(code.secret()),
@@ -250,8 +251,13 @@ pub fn issue_code(
         grant_id: None,
         redirect_uri_given: request.redirect_uri_given,
     };
-    conn.transaction(|conn| {
+    let written = conn.transaction(|conn| {
         grant_store::insert_code(conn, &row)?;
+        // Ordered against a concurrent disable of the user (see `store::users::lock_active`).
+        if !crate::store::users::lock_active(conn, &auth.user_id)? {
+            // Rolls the insert back.
+            return Err(StoreError::Query(diesel::result::Error::RollbackTransaction));
+        }
         audit::record(
             conn,
             &AuditEvent::by_user(AuditAction::AuthorizationGranted, &auth.user_id)
@@ -267,8 +273,12 @@ pub fn issue_code(
             now,
         )?;
         Ok::<_, StoreError>(())
-    })?;
-    Ok(code)
+    });
+    match written {
+        Ok(()) => Ok(Some(code)),
+        Err(StoreError::Query(diesel::result::Error::RollbackTransaction)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,9 @@ pub fn session_hash(id: &str) -> String {
     Sha256::digest(id.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Starts a session for `user` and returns the id for the cookie. `mfa_pending` sessions sign
+/// Starts a session for `user` and returns the id for the cookie; `None` when the user was
+/// disabled or deleted meanwhile (checked under the user's row lock, so a concurrent disable
+/// either sees this session and ends it, or this sees the disable). `mfa_pending` sessions sign
 /// nobody in until [`complete_mfa`] replaces them.
 pub fn start(
     conn: &mut AnyConnection,
@@ -45,7 +47,7 @@ pub fn start(
     max_age_secs: i64,
     origin: &RequestMeta,
     now: i64,
-) -> Result<Secret<String>, StoreError> {
+) -> Result<Option<Secret<String>>, StoreError> {
     let id = new_session_id();
     let session = Session {
         session_hash: session_hash(id.secret()),
@@ -62,6 +64,10 @@ pub fn start(
     };
     conn.transaction(|conn| {
         session_store::insert(conn, &session)?;
+        if !user_store::lock_active(conn, &user.user_id)? {
+            // Rolls the insert back.
+            return Err(Inactive::User);
+        }
         audit::record(
             conn,
             &AuditEvent::by_user(
@@ -73,9 +79,31 @@ pub fn start(
             .details(serde_json::json!({ "amr": amr, "mfa_pending": mfa_pending })),
             now,
         )?;
-        Ok::<_, StoreError>(())
-    })?;
-    Ok(id)
+        Ok::<_, Inactive>(())
+    })
+    .map(|()| Some(id))
+    .or_else(|error| match error {
+        Inactive::User => Ok(None),
+        Inactive::Store(error) => Err(error),
+    })
+}
+
+/// Why [`start`]'s transaction was rolled back.
+enum Inactive {
+    User,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Inactive {
+    fn from(error: StoreError) -> Self {
+        Inactive::Store(error)
+    }
+}
+
+impl From<diesel::result::Error> for Inactive {
+    fn from(error: diesel::result::Error) -> Self {
+        Inactive::Store(StoreError::Query(error))
+    }
 }
 
 /// A live session and its user, as the HTTP layer needs them.
@@ -123,7 +151,7 @@ pub fn complete_mfa(
             return Ok(None);
         }
         let origin = RequestMeta { ip: pending.ip.clone(), request_id: None, user_agent: pending.user_agent.clone() };
-        start(conn, user, amr, false, max_age_secs, &origin, now).map(Some)
+        start(conn, user, amr, false, max_age_secs, &origin, now)
     })
 }
 

@@ -128,12 +128,15 @@ pub struct Cutoff {
 /// tokens (for every client), open authorization codes and unused sign-in links. Call it inside
 /// the transaction that disables or deletes the user; nothing of it comes back later.
 fn cut_off(conn: &mut AnyConnection, user: &User, now: i64) -> Result<Cutoff, StoreError> {
-    Ok(Cutoff {
-        sessions_ended: session_store::revoke_all_for_user(conn, &user.user_id, now)?,
-        grants_revoked: grant_store::revoke_all_grants_of_user(conn, &user.user_id, now)?,
-        codes_voided: grant_store::void_open_codes_of_user(conn, &user.user_id, now)?,
-        links_voided: magic_links::void_open_for_email(conn, &user.email, now)?,
-    })
+    // Codes and links first: a code exchange in flight either consumed its code already (its
+    // grant is committed by the time the grants are revoked below, since voiding waited for the
+    // code's row) or finds the code voided. Sessions, codes and grants created meanwhile check
+    // the user under its row lock (`store::users::lock_active`), which this change holds.
+    let codes_voided = grant_store::void_open_codes_of_user(conn, &user.user_id, now)?;
+    let links_voided = magic_links::void_open_for_email(conn, &user.email, now)?;
+    let grants_revoked = grant_store::revoke_all_grants_of_user(conn, &user.user_id, now)?;
+    let sessions_ended = session_store::revoke_all_for_user(conn, &user.user_id, now)?;
+    Ok(Cutoff { sessions_ended, grants_revoked, codes_voided, links_voided })
 }
 
 fn cutoff_details(cutoff: &Cutoff) -> serde_json::Value {

@@ -100,13 +100,19 @@ impl StoreError {
             | StoreError::Query(Error::BrokenTransactionManager) => Failure::Unavailable,
             StoreError::Query(Error::DatabaseError(_, info)) => {
                 let message = info.message();
-                if message.contains("database is locked") || message.contains("database is busy") {
+                if message.contains("database is locked")
+                    || message.contains("database is busy")
+                    || message.contains("deadlock detected")
+                    || message.contains("could not serialize access")
+                {
                     Failure::Busy
                 } else if message.contains("database or disk is full")
                     || message.contains("No space left on device")
                     || message.contains("terminating connection")
                     || message.contains("server closed the connection")
                     || message.contains("the database system is")
+                    || message.contains("too many clients already")
+                    || message.contains("canceling statement due to statement timeout")
                 {
                     Failure::Unavailable
                 } else {

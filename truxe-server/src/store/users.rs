@@ -112,6 +112,19 @@ pub fn set_status(conn: &mut AnyConnection, user_id: &str, status: UserStatus, n
     Ok(changed > 0)
 }
 
+/// Takes the user's row lock if the user is active (a no-op update that must match): inside a
+/// transaction that creates a session, a code or a grant, it orders that transaction against a
+/// concurrent disable. On PostgreSQL the update waits for a disabling transaction and then sees
+/// its status; on SQLite writers are serialized anyway. `false`: the user is no longer active.
+pub fn lock_active(conn: &mut AnyConnection, user_id: &str) -> Result<bool, StoreError> {
+    let locked = diesel::update(
+        users::table.filter(users::user_id.eq(user_id)).filter(users::status.eq(UserStatus::Active.as_str())),
+    )
+    .set(users::status.eq(users::status))
+    .execute(conn)?;
+    Ok(locked == 1)
+}
+
 /// Sets the status when it differs; `false` when the user does not exist or has it already.
 pub fn change_status(
     conn: &mut AnyConnection,

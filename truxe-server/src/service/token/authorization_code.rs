@@ -22,6 +22,7 @@ use crate::service::authorize::token_hash;
 use crate::store::audit::{self, AuditAction};
 use crate::store::grants::{self as grant_store, AuthorizationCode, Grant};
 use crate::store::tokens as token_store;
+use crate::store::users as user_store;
 use crate::store::{AnyConnection, StoreError};
 
 /// `grant_type=authorization_code`, parsed at the edge.
@@ -104,6 +105,11 @@ pub fn exchange(
         return Err(invalid().into());
     };
     if code.consumed_at.is_some() {
+        // Only the code's own client revokes what the code issued: another client presenting a
+        // leaked, used code must not be able to revoke someone else's grant.
+        if code.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant("the authorization code was issued to another client").into());
+        }
         return Err(code_reused(conn, ctx, &client, &code_hash)?.into());
     }
     check_code(&code, &client, request, ctx.now)?;
@@ -144,6 +150,10 @@ pub fn exchange(
         if !grant_store::consume_code(conn, &code_hash, &grant.grant_id, ctx.now)? {
             return Err(TxError::Lost);
         }
+        // Ordered against a concurrent disable of the user (see `store::users::lock_active`).
+        if !user_store::lock_active(conn, &user.user_id)? {
+            return Err(TxError::UserInactive);
+        }
         if let Some((_, row)) = &issued.refresh_token {
             token_store::insert_refresh_token(conn, row)?;
         }
@@ -152,7 +162,10 @@ pub fn exchange(
     });
     match recorded {
         Ok(()) => {}
-        Err(TxError::Lost | TxError::Reused) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
+        Err(TxError::Lost) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
+        Err(TxError::Reused | TxError::UserInactive) => {
+            return Err(OAuthError::invalid_grant("the user of this authorization is disabled or deleted").into());
+        }
         Err(TxError::Store(error)) => return Err(error.into()),
     }
     tracing::info!(

@@ -13,18 +13,21 @@ use crate::oauth::scope::ScopeSet;
 use crate::store::audit::{AuditAction, AuditEvent};
 use crate::store::tokens::ACCESS_TOKEN;
 
-/// The grant for an authenticated client: the scope granted and the audience of the token.
+/// The grant for an authenticated client: the scope granted (within what the client is allowed
+/// and the server still supports, `scopes_supported`) and the audience of the token.
 pub fn decide(
     client: &Client,
     scope: Option<&str>,
     resource: Option<&str>,
     audiences: &Audiences,
+    scopes_supported: &ScopeSet,
 ) -> Result<(ScopeSet, String), OAuthError> {
+    let allowed = client.allowed_scopes.intersection(scopes_supported);
     if !client.allows_grant(GrantType::ClientCredentials) {
         return Err(OAuthError::unauthorized_client("the client is not registered for the client_credentials grant"));
     }
     let granted = match scope {
-        None => client.allowed_scopes.without(&USER_ONLY_SCOPES),
+        None => allowed.without(&USER_ONLY_SCOPES),
         Some(requested) => {
             let requested = ScopeSet::parse(requested).map_err(OAuthError::invalid_scope)?;
             if let Some(user_scope) = USER_ONLY_SCOPES.iter().find(|s| requested.contains(s)) {
@@ -32,7 +35,7 @@ pub fn decide(
                     "{user_scope} is about a user and cannot be granted to client_credentials"
                 )));
             }
-            let outside = requested.difference(&client.allowed_scopes);
+            let outside = requested.difference(&allowed);
             if !outside.is_empty() {
                 return Err(OAuthError::invalid_scope(format!("the client may not request {}", outside.join(" "))));
             }
@@ -61,7 +64,8 @@ pub(super) fn respond(
     scope: Option<&str>,
     resource: Option<&str>,
 ) -> Result<TokenResponse, TokenError> {
-    let (scope, audience) = decide(client, scope, resource, &Audiences::from_config(ctx.config))?;
+    let (scope, audience) =
+        decide(client, scope, resource, &Audiences::from_config(ctx.config), &ctx.config.scope_set())?;
     let claims = access_token_claims(ctx.config, client, &client.client_id, &scope, &audience, ctx.now);
     let access_token = ctx.keys.encode(&claims)?;
     ctx.audit.record(

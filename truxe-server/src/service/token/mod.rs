@@ -67,6 +67,8 @@ pub(crate) enum TxError {
     Lost,
     /// A refresh retried within the grace whose latest child was used or revoked already.
     Reused,
+    /// The user was disabled or deleted while the grant was being recorded.
+    UserInactive,
 }
 
 impl From<diesel::result::Error> for TxError {

@@ -181,6 +181,11 @@ fn refresh_once(
     let allowed_now = client.allowed_scopes.intersection(&ctx.config.scope_set());
     let scope = refreshed_scope(&granted, &allowed_now, request.scope.as_deref())?;
     let refresh_scope = granted.intersection(&allowed_now);
+    // OIDC Core §11: an OpenID Connect grant keeps refreshing only while `offline_access` is
+    // still allowed (an administrator may have withdrawn it).
+    if !issues_refresh_token(true, client, &refresh_scope) {
+        return Err(invalid("the client may no longer keep this grant alive (offline_access); sign in again"));
+    }
     let audience = audience(ctx, client, request.resource.as_deref())?;
     let issued = sign(
         ctx,
@@ -229,6 +234,7 @@ fn refresh_once(
     match recorded {
         Ok(()) => {}
         Err(TxError::Lost) => return Ok(None),
+        Err(TxError::UserInactive) => return Err(invalid("the user of this grant is disabled or deleted")),
         Err(TxError::Reused) => {
             refresh_token_reused(conn, ctx, client, &token, &grant)?;
             return Err(invalid(REUSED));

@@ -54,6 +54,10 @@ fn scopes(s: &str) -> ScopeSet {
     ScopeSet::parse(s).expect("scope")
 }
 
+fn all() -> ScopeSet {
+    scopes("openid profile email offline_access orders:read orders:write")
+}
+
 #[test]
 fn audiences_default_to_the_first_or_the_issuer() {
     let issuer = "https://auth.example.com";
@@ -141,7 +145,7 @@ fn implausible_client_ids_are_refused_before_lookup() {
 #[test]
 fn client_credentials_scopes_and_audience() {
     let audiences = Audiences::new(Some("https://api.example.com,https://other.example.com"), "https://as");
-    let (scope, aud) = decide(&machine(), None, None, &audiences).expect("grant");
+    let (scope, aud) = decide(&machine(), None, None, &audiences, &all()).expect("grant");
     assert_eq!(scope.to_string(), "orders:read orders:write", "openid is not a machine scope");
     assert_eq!(aud, "https://api.example.com");
 
@@ -151,19 +155,24 @@ fn client_credentials_scopes_and_audience() {
         ("openid", ErrorCode::InvalidScope),
         ("orders:read  orders:write", ErrorCode::InvalidScope),
     ] {
-        assert_eq!(code_of(decide(&machine(), Some(scope), None, &audiences)), expected, "{scope}");
+        assert_eq!(code_of(decide(&machine(), Some(scope), None, &audiences, &all())), expected, "{scope}");
     }
     assert_eq!(
-        code_of(decide(&machine(), None, Some("https://evil.example.com"), &audiences)),
+        code_of(decide(&machine(), None, Some("https://evil.example.com"), &audiences, &all())),
         ErrorCode::InvalidTarget
     );
     // Without registered audiences a client gets only the default one (RFC 8707).
     assert_eq!(
-        code_of(decide(&machine(), None, Some("https://other.example.com"), &audiences)),
+        code_of(decide(&machine(), None, Some("https://other.example.com"), &audiences, &all())),
         ErrorCode::InvalidTarget
     );
     let web_app = client(AuthMethod::ClientSecretBasic, &[GrantType::AuthorizationCode], "openid");
-    assert_eq!(code_of(decide(&web_app, None, None, &audiences)), ErrorCode::UnauthorizedClient);
+    assert_eq!(code_of(decide(&web_app, None, None, &audiences, &all())), ErrorCode::UnauthorizedClient);
+    // An operator removed orders:write from TRUXE_SCOPES: no longer granted, nor grantable.
+    let narrowed = scopes("openid orders:read");
+    let (scope, _) = decide(&machine(), None, None, &audiences, &narrowed).expect("grant");
+    assert_eq!(scope.to_string(), "orders:read");
+    assert_eq!(code_of(decide(&machine(), Some("orders:write"), None, &audiences, &narrowed)), ErrorCode::InvalidScope);
 }
 
 #[test]
