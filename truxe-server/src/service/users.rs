@@ -197,8 +197,13 @@ pub fn set_status_reporting(
 /// (see [`Cutoff`]) in the details. Everything is ended first, in the same transaction, so that
 /// nothing of the user outlives the deletion (unused links to the address included).
 pub fn delete(conn: &mut AnyConnection, user_id: &str, actor: &str, now: i64) -> Result<User, UserError> {
+    let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
     conn.transaction(|conn| {
-        let user = find(conn, user_id)?.ok_or_else(|| UserError::NotFound(user_id.to_string()))?;
+        // Write first (on SQLite a transaction that reads before it writes fails at once under a
+        // concurrent writer): marking the user disabled also takes its row lock.
+        if !user_store::set_status(conn, user_id, UserStatus::Disabled, now)? {
+            return Err(UserError::NotFound(user_id.to_string()));
+        }
         let cutoff = cut_off(conn, &user, now)?;
         user_store::delete(conn, user_id)?;
         audit::record(
