@@ -59,3 +59,61 @@ async fn shutdown_writes_the_queue_on(backend: Backend) {
         assert!(subjects.contains(&Some(claims.jti.clone())), "{} missing from {subjects:?}", claims.jti);
     }
 }
+
+/// The same through the real binary and SIGTERM. The writer is held back without any test hook:
+/// the test holds SQLite's write lock (`BEGIN IMMEDIATE`; WAL readers still read), so the
+/// queued `token.issued` events cannot be written until after SIGTERM, when the lock is let go
+/// and the shutdown must write them before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_the_queued_audit_events() {
+    use diesel::connection::SimpleConnection;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use crate::support::process::ServerProcess;
+    use crate::support::{ADMIN_TOKEN, free_port};
+
+    let cwd = tempfile::tempdir().expect("tmp");
+    let server = ServerProcess::start(cwd.path(), &[("ADMIN_TOKEN", ADMIN_TOKEN)], free_port()).await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(server.url("/oauth-provider/clients"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "client_name": "worker", "grant_types": ["client_credentials"], "allowed_scopes": ["openid"] }))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let (id, secret) = (created["client_id"].as_str().expect("id"), created["client_secret"].as_str().expect("secret"));
+    let token = || {
+        http.post(server.url("/oauth-provider/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    // Cache the client before the lock (its first read is the only database access).
+    assert_eq!(token().await.expect("token").status().as_u16(), 200);
+
+    let path = cwd.path().join("truxe-data").join("truxe.db");
+    let mut lock = diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open the database");
+    let count = |conn: &mut diesel::SqliteConnection| -> i64 {
+        a::table.filter(a::action.eq("token.issued")).count().get_result(conn).expect("count")
+    };
+    lock.batch_execute("BEGIN IMMEDIATE").expect("take the write lock");
+    let before = count(&mut lock);
+    for _ in 0..20 {
+        assert_eq!(token().await.expect("token").status().as_u16(), 200);
+    }
+    assert_eq!(count(&mut lock), before, "nothing written while the lock is held");
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    server.wait_for_log("shutting down", Duration::from_secs(10));
+    lock.batch_execute("ROLLBACK").expect("let the lock go");
+    let mut server = server;
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "SIGTERM is a clean stop: {status}\n{}", server.output());
+    assert_eq!(count(&mut lock), before + 20, "every queued event was written before exit:\n{}", server.output());
+}
