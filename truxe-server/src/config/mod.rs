@@ -485,6 +485,14 @@ fn read_jwt(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> JwtConfig {
     let public_key_pem = r.raw("JWT_PUBLIC_KEY").map(|v| normalize_pem(&v));
     let algorithm = r.parse("JWT_ALGORITHM", Algorithm::RS256, |v| v.parse().map_err(|e: KeyError| e.to_string()));
     let audience = r.string("JWT_AUDIENCE");
+    for entry in audience.as_deref().unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        // RFC 8707: a `resource` is an absolute URI, so any other audience can only be the default.
+        if url::Url::parse(entry).is_err() {
+            warnings.push(format!(
+                "JWT_AUDIENCE entry {entry:?} is not an absolute URI: clients cannot request it with `resource` (RFC 8707)"
+            ));
+        }
+    }
     match &private_key_pem {
         // Checked here so that a bad key is listed with every other problem, not found later.
         Some(private) if !r.failed("JWT_ALGORITHM") && !r.failed("JWT_PUBLIC_KEY") => {

@@ -708,3 +708,11 @@ fn an_https_issuer_in_development_mode_is_warned_about() {
     let vars = production_vars(&key);
     assert!(ok(&as_refs(&vars)).warnings.iter().all(|w| !w.contains("NOT RUNNING IN PRODUCTION MODE")));
 }
+
+#[test]
+fn audiences_that_are_not_uris_are_warned_about() {
+    let c = ok(&[("JWT_AUDIENCE", "https://api.example.com, orders-api")]);
+    assert!(c.warnings.iter().any(|w| w.contains("orders-api") && w.contains("RFC 8707")), "{:?}", c.warnings);
+    let c = ok(&[("JWT_AUDIENCE", "https://api.example.com")]);
+    assert!(!c.warnings.iter().any(|w| w.contains("JWT_AUDIENCE")), "{:?}", c.warnings);
+}
