@@ -159,6 +159,7 @@ impl Application {
 
         let audit = Arc::new(crate::audit::AuditLog::start(pool.clone()));
         let state = web::Data::new(AppState {
+            rules: Arc::new(crate::service::policy::Rules::from_config(&config)),
             config: config.clone(),
             pool,
             backend,

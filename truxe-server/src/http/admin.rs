@@ -1,5 +1,6 @@
 //! The client admin API under `/oauth-provider/clients`, behind `Authorization: Bearer $ADMIN_TOKEN`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -104,7 +105,7 @@ fn tokens_match(presented: &str, expected: &str) -> bool {
 
 /// What the service needs, owned, so that it can move onto a blocking thread.
 struct Request {
-    rules: Rules,
+    rules: Arc<Rules>,
     secret_key: Vec<u8>,
     now: i64,
     meta: RequestMeta,
@@ -113,7 +114,7 @@ struct Request {
 impl Request {
     fn new(req: &HttpRequest, state: &AppState) -> Self {
         Request {
-            rules: Rules::from_config(&state.config),
+            rules: state.rules.clone(),
             secret_key: state.client_secret_key.secret().clone(),
             now: store::unix_now(),
             meta: super::request_meta::of(req),

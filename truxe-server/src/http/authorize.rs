@@ -129,8 +129,8 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
         Ok(client) => client,
         Err(error) => return pages::storage_failure(&error),
     };
-    let scopes_supported = state.config.scopes_supported();
-    let policy = Policy { require_pkce: state.config.oauth.require_pkce, scopes_supported: &scopes_supported };
+    let policy =
+        Policy { require_pkce: state.config.oauth.require_pkce, scopes_supported: &state.rules.scopes_supported };
     let validated = authorize::validate(&params.form, client.as_ref(), &policy);
     let request = match validated {
         Err(AuthorizeError::Page(message)) => return invalid_request_page(&message),
@@ -231,8 +231,7 @@ async fn issue(
     scope: &ScopeSet,
 ) -> HttpResponse {
     // OAUTH_AUTHORIZATION_CODE_EXPIRY, or the client's shorter authorization_code_ttl.
-    let server_ttl = i64::try_from(state.config.oauth.authorization_code_ttl.as_secs()).unwrap_or(i64::MAX);
-    let ttl = client.authorization_code_ttl(server_ttl);
+    let ttl = client.authorization_code_ttl(state.rules.authorization_code_ttl);
     let (task_request, task_auth, task_scope, task_origin) =
         (request.clone(), auth.clone(), scope.clone(), super::request_meta::of(req));
     let now = store::unix_now();

@@ -32,6 +32,8 @@ use crate::store::{Backend, Pool, redis::RedisPool};
 /// Everything a handler may need, built once at start.
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The configuration's token policy (scopes, audiences, lifetimes), computed once.
+    pub rules: Arc<crate::service::policy::Rules>,
     pub pool: Pool,
     pub backend: Backend,
     pub redis: Option<RedisPool>,

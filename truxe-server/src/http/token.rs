@@ -73,6 +73,7 @@ pub(super) async fn read_form(req: &HttpRequest, payload: web::Payload) -> Resul
 /// What a use case needs, owned, so that it can move to a blocking thread.
 pub(super) struct Call {
     config: Arc<Config>,
+    rules: Arc<crate::service::policy::Rules>,
     keys: Arc<TokenKeys>,
     secret_key: crate::secret::Secret<Vec<u8>>,
     now: i64,
@@ -91,6 +92,7 @@ impl Call {
         })?;
         Ok(Self {
             config: state.config.clone(),
+            rules: state.rules.clone(),
             keys,
             secret_key: state.client_secret_key.clone(),
             now: store::unix_now(),
@@ -105,6 +107,7 @@ impl Call {
     fn context(&self) -> Context<'_> {
         Context {
             config: &self.config,
+            rules: &self.rules,
             keys: &self.keys,
             secret_key: self.secret_key.secret(),
             now: self.now,

@@ -128,7 +128,7 @@ impl Client {
 
     /// Whether the client may get a token for `audience`: the server's default audience always,
     /// any other only when listed in `allowed_audiences`. The caller has already checked that
-    /// the server issues tokens for `audience` at all (`Audiences::select` in service/tokens.rs,
+    /// the server issues tokens for `audience` at all (`Audiences::select` in service/policy.rs,
     /// whose `default_audience()` is the `default_audience` here): a registered audience that
     /// was later removed from `JWT_AUDIENCE` is refused there.
     pub fn allows_audience(&self, audience: &str, default_audience: &str) -> bool {

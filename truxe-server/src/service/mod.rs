@@ -4,6 +4,7 @@ pub mod authorize;
 pub mod clients;
 pub mod consents;
 pub mod mfa;
+pub mod policy;
 pub mod sessions;
 pub mod sign_in;
 pub mod token;

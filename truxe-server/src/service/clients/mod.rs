@@ -22,13 +22,13 @@ pub use self::input::{ClientInput, ClientPatch, parse_json};
 pub use self::secrets::{MAX_SECRET_GRACE, authenticate_secret, generate_client_id, regenerate_secret};
 pub use self::uris::{MAX_URI_BYTES, check_redirect_uri, check_web_uri};
 pub use self::validate::{
-    MAX_NAME_CHARS, MAX_REDIRECT_URIS, MAX_SCOPES, Rules, ValidationError, check_client_name, validate_input,
-    validate_patch,
+    MAX_NAME_CHARS, MAX_REDIRECT_URIS, MAX_SCOPES, ValidationError, check_client_name, validate_input, validate_patch,
 };
 pub use self::view::{ClientView, Page, WithSecret, WithSecretBody};
 use crate::model::client::{self as model, Client};
 use crate::model::request::RequestMeta;
 use crate::oauth::client_secret;
+pub use crate::service::policy::Rules;
 use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::{self, AnyConnection, StoreError};
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::client::{AuthMethod, ClientStatus, GrantType};
+use crate::oauth::scope::ScopeSet;
 use crate::service::token::Audiences;
 
 const API: &str = "https://api.example.com";
@@ -9,10 +10,12 @@ const REPORTS: &str = "https://reports.example.com";
 fn rules() -> Rules {
     Rules {
         scopes_supported: ["openid", "profile", "email", "offline_access", "orders:read"].map(String::from).to_vec(),
+        scopes: ScopeSet::parse("openid profile email offline_access orders:read").expect("scopes"),
         audiences: Audiences::new(Some(&format!("{API},{REPORTS}")), "https://auth.example.com"),
         access_token_ttl: 900,
         refresh_token_ttl: 7 * 86_400,
         authorization_code_ttl: 600,
+        refresh_family_ttl: 30 * 86_400,
     }
 }
 
@@ -502,10 +505,12 @@ fn stored_values_outlive_a_configuration_change() {
     let client = stored(full_registration());
     let stricter = Rules {
         scopes_supported: ["openid"].map(String::from).to_vec(),
+        scopes: ScopeSet::parse("openid").expect("scopes"),
         audiences: Audiences::new(Some(API), "https://auth.example.com"),
         access_token_ttl: 120,
         refresh_token_ttl: 3_600,
         authorization_code_ttl: 30,
+        refresh_family_ttl: 7_200,
     };
     // (The full registration is suspended.)
     let enabled = validate_patch(&client, patch(serde_json::json!({ "status": "active" })), &stricter);

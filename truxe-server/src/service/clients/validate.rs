@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::input::{ClientInput, ClientPatch, merge};
 use super::uris::{check_redirect_uri, check_web_uri};
-use crate::config::{Config, format_duration};
+use crate::config::format_duration;
 use crate::model::client::{AuthMethod, Client, ClientStatus, GrantType};
 use crate::oauth::scope::{ScopeSet, is_scope_token};
-use crate::service::token::Audiences;
+use crate::service::policy::{Audiences, Rules};
 
 pub const MAX_NAME_CHARS: usize = 200;
 /// Per list: `redirect_uris` and `post_logout_redirect_uris` each.
@@ -34,37 +34,6 @@ impl ValidationError {
 
     pub fn body(message: impl Into<String>) -> Self {
         Self { field: None, message: message.into() }
-    }
-}
-
-/// What a registration is checked against: the configuration of the server the client belongs
-/// to. Built by the admin API from its `AppState.config`, by truxectl from the configuration it
-/// loads.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    /// `Config::scopes_supported()`: the standard scopes plus `TRUXE_SCOPES`.
-    pub scopes_supported: Vec<String>,
-    /// `JWT_AUDIENCE` (else the issuer): what `allowed_audiences` and `introspection_audiences`
-    /// may name.
-    pub audiences: Audiences,
-    /// The server's lifetimes in seconds, the most a client may register: `ACCESS_TOKEN_EXPIRY`,
-    /// `REFRESH_TOKEN_EXPIRY`, `OAUTH_AUTHORIZATION_CODE_EXPIRY`.
-    pub access_token_ttl: i64,
-    pub refresh_token_ttl: i64,
-    pub authorization_code_ttl: i64,
-}
-
-impl Rules {
-    pub fn from_config(config: &Config) -> Self {
-        // As the token code counts them: whole seconds, at least one.
-        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1);
-        Rules {
-            scopes_supported: config.scopes_supported(),
-            audiences: Audiences::from_config(config),
-            access_token_ttl: seconds(config.access_token_ttl),
-            refresh_token_ttl: seconds(config.refresh_token_ttl),
-            authorization_code_ttl: seconds(config.oauth.authorization_code_ttl),
-        }
     }
 }
 

@@ -9,7 +9,6 @@ use super::liveness::active_user;
 use super::refresh::issues_refresh_token;
 use super::{
     Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
-    refresh_family_lifetime,
 };
 use crate::model::GrantId;
 use crate::model::client::{Client, GrantType};
@@ -139,7 +138,7 @@ pub fn exchange(
             audience: &audience,
             nonce: code.nonce.clone(),
             refresh_scope,
-            family_expires_at: grant.created_at.saturating_add(refresh_family_lifetime(ctx.config)),
+            family_expires_at: grant.created_at.saturating_add(ctx.rules.refresh_family_ttl),
         },
     )?;
 

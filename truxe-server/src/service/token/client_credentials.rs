@@ -64,9 +64,8 @@ pub(super) fn respond(
     scope: Option<&str>,
     resource: Option<&str>,
 ) -> Result<TokenResponse, TokenError> {
-    let (scope, audience) =
-        decide(client, scope, resource, &Audiences::from_config(ctx.config), &ctx.config.scope_set())?;
-    let claims = access_token_claims(ctx.config, client, &client.client_id, &scope, &audience, ctx.now);
+    let (scope, audience) = decide(client, scope, resource, &ctx.rules.audiences, &ctx.rules.scopes)?;
+    let claims = access_token_claims(ctx, client, &client.client_id, &scope, &audience);
     let access_token = ctx.keys.encode(&claims)?;
     ctx.audit.record(
         AuditEvent::by_client(AuditAction::TokenIssued, &client.client_id)

@@ -80,7 +80,7 @@ pub fn id_token_claims(
 pub(super) fn sign(ctx: &Context<'_>, what: Signing<'_>) -> Result<Issued, TokenError> {
     let Signing { client, user, grant, scope, audience, nonce, refresh_scope, family_expires_at } = what;
     let auth_time = grant.auth_time.unwrap_or(grant.created_at);
-    let mut claims = access_token_claims(ctx.config, client, &user.user_id, scope, audience, ctx.now);
+    let mut claims = access_token_claims(ctx, client, &user.user_id, scope, audience);
     claims.auth_time = Some(auth_time);
     claims.gid = Some(grant.grant_id.clone());
     let access_token = ctx.keys.encode(&claims)?;
@@ -104,7 +104,7 @@ pub(super) fn sign(ctx: &Context<'_>, what: Signing<'_>) -> Result<Issued, Token
     };
     let refresh_token = refresh_scope.map(|refresh_scope| {
         let value = new_code();
-        let expires_at = ctx.now.saturating_add(refresh_token_lifetime(ctx.config, client)).min(family_expires_at);
+        let expires_at = ctx.now.saturating_add(refresh_token_lifetime(ctx.rules, client)).min(family_expires_at);
         let row = RefreshToken {
             jti: new_jti(),
             token_type: REFRESH_TOKEN.to_string(),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Context, is_plausible_opaque, load_client, refresh_family_lifetime};
+use super::{Context, is_plausible_opaque, load_client};
 use crate::jwt::{AccessTokenClaims, Rejection};
 use crate::model::client::Client;
 use crate::model::user::{User, is_plausible_user_id};
@@ -128,7 +128,7 @@ pub fn refresh_token(
         Ok(live) => live,
         Err(dead) => return Ok(Err(dead)),
     };
-    let family_expires_at = grant.created_at.saturating_add(refresh_family_lifetime(ctx.config));
+    let family_expires_at = grant.created_at.saturating_add(ctx.rules.refresh_family_ttl);
     if family_expires_at <= ctx.now {
         return Ok(Err(Dead::UnknownRefreshToken));
     }

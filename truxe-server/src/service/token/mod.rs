@@ -36,6 +36,7 @@ use crate::oauth::scope::ScopeSet;
 use crate::service::clients;
 use crate::store::{AnyConnection, Pool, StoreError};
 
+pub use crate::service::policy::{Audiences, Rules};
 pub use authorization_code::CodeRequest;
 pub use introspect::Introspection;
 pub use refresh::RefreshRequest;
@@ -87,6 +88,8 @@ impl From<StoreError> for TxError {
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub config: &'a Config,
+    /// The configuration's token policy, computed once at start.
+    pub rules: &'a Rules,
     pub keys: &'a TokenKeys,
     /// The HMAC key client secrets are hashed under.
     pub secret_key: &'a [u8],
@@ -240,105 +243,38 @@ pub fn authenticate(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Audiences and lifetimes: server policy, narrowed per client.
-
-/// The audiences tokens may be issued for: `JWT_AUDIENCE`, a comma-separated list whose first
-/// entry is the default, else the issuer itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Audiences(Vec<String>);
-
-impl Audiences {
-    pub fn new(jwt_audience: Option<&str>, issuer: &str) -> Self {
-        let mut list: Vec<String> = Vec::new();
-        for audience in jwt_audience.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            if !list.iter().any(|known| known == audience) {
-                list.push(audience.to_string());
-            }
-        }
-        if list.is_empty() {
-            list.push(issuer.to_string());
-        }
-        Self(list)
-    }
-
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(config.jwt.audience.as_deref(), &config.issuer)
-    }
-
-    pub fn default_audience(&self) -> &str {
-        // `new` never leaves the list empty.
-        self.0.first().map(String::as_str).unwrap_or_default()
-    }
-
-    pub fn contains(&self, audience: &str) -> bool {
-        self.0.iter().any(|a| a == audience)
-    }
-
-    /// RFC 8707: a `resource` must be an absolute URI without a fragment, and (here) one of the
-    /// audiences, compared as exact strings. None picks the first.
-    pub fn select(&self, resource: Option<&str>) -> Result<&str, OAuthError> {
-        let Some(resource) = resource else {
-            return Ok(self.default_audience());
-        };
-        let absolute = url::Url::parse(resource).is_ok_and(|url| url.fragment().is_none());
-        if !absolute {
-            return Err(OAuthError::invalid_target("resource must be an absolute URI without a fragment"));
-        }
-        self.0
-            .iter()
-            .find(|a| *a == resource)
-            .map(String::as_str)
-            .ok_or_else(|| OAuthError::invalid_target("resource is not an audience this client may request"))
-    }
-
-    /// The audiences `client` may request: the server's default audience, and those it registered
-    /// (`allowed_audiences`) that are still ours. The default stays the default.
-    pub fn for_client(&self, client: &Client) -> Audiences {
-        let default = self.default_audience();
-        Audiences(self.0.iter().filter(|a| client.allows_audience(a, default)).cloned().collect())
-    }
-}
+// Audiences and lifetimes: the server's [`Rules`], narrowed per client.
 
 /// The audience of a token `client` asked for with `resource` (RFC 8707), or `invalid_target`.
 pub fn audience(ctx: &Context<'_>, client: &Client, resource: Option<&str>) -> Result<String, OAuthError> {
-    Ok(Audiences::from_config(ctx.config).for_client(client).select(resource)?.to_string())
-}
-
-fn whole_seconds(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX).max(1)
+    Ok(ctx.rules.audiences.for_client(client).select(resource)?.to_string())
 }
 
 /// `ACCESS_TOKEN_EXPIRY`, or the client's shorter `access_token_ttl`, in whole seconds (≥ 1).
-pub fn access_token_lifetime(config: &Config, client: &Client) -> i64 {
-    client.access_token_ttl(whole_seconds(config.access_token_ttl))
+pub fn access_token_lifetime(rules: &Rules, client: &Client) -> i64 {
+    client.access_token_ttl(rules.access_token_ttl)
 }
 
 /// `REFRESH_TOKEN_EXPIRY`, or the client's shorter `refresh_token_ttl`: how long one refresh
 /// token lives from its issue.
-pub fn refresh_token_lifetime(config: &Config, client: &Client) -> i64 {
-    client.refresh_token_ttl(whole_seconds(config.refresh_token_ttl))
-}
-
-/// `REFRESH_TOKEN_MAX_AGE`: how long a family of refresh tokens lives from the authorization,
-/// however often it is rotated.
-pub fn refresh_family_lifetime(config: &Config) -> i64 {
-    whole_seconds(config.refresh_token_max_age)
+pub fn refresh_token_lifetime(rules: &Rules, client: &Client) -> i64 {
+    client.refresh_token_ttl(rules.refresh_token_ttl)
 }
 
 /// RFC 9068 claims of a token for `subject` (the client itself for `client_credentials`).
 pub fn access_token_claims(
-    config: &Config,
+    ctx: &Context<'_>,
     client: &Client,
     subject: &str,
     scope: &ScopeSet,
     audience: &str,
-    now: i64,
 ) -> AccessTokenClaims {
+    let now = ctx.now;
     AccessTokenClaims {
-        iss: config.issuer.clone(),
+        iss: ctx.config.issuer.clone(),
         sub: subject.to_string(),
         aud: audience.to_string(),
-        exp: now.saturating_add(access_token_lifetime(config, client)),
+        exp: now.saturating_add(access_token_lifetime(ctx.rules, client)),
         iat: now,
         jti: new_jti(),
         client_id: client.client_id.clone(),

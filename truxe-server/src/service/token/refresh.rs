@@ -13,7 +13,6 @@ use super::issue::{Signing, sign, user_event};
 use super::liveness::active_user;
 use super::{
     Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
-    refresh_family_lifetime,
 };
 use crate::model::client::{Client, GrantType};
 use crate::oauth::OAuthError;
@@ -169,7 +168,7 @@ fn refresh_once(
     if token.expires_at <= ctx.now {
         return Err(invalid("the refresh token has expired"));
     }
-    let family_expires_at = grant.created_at.saturating_add(refresh_family_lifetime(ctx.config));
+    let family_expires_at = grant.created_at.saturating_add(ctx.rules.refresh_family_ttl);
     if family_expires_at <= ctx.now {
         return Err(invalid("the grant has reached its maximum age (REFRESH_TOKEN_MAX_AGE); sign in again"));
     }
@@ -178,7 +177,7 @@ fn refresh_once(
     };
     let granted =
         ScopeSet::parse(&token.scope).map_err(|e| StoreError::Corrupt(format!("refresh token scope: {e}")))?;
-    let allowed_now = client.allowed_scopes.intersection(&ctx.config.scope_set());
+    let allowed_now = client.allowed_scopes.intersection(&ctx.rules.scopes);
     let scope = refreshed_scope(&granted, &allowed_now, request.scope.as_deref())?;
     let refresh_scope = granted.intersection(&allowed_now);
     // OIDC Core §11: an OpenID Connect grant keeps refreshing only while `offline_access` is
