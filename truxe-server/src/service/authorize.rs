@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::consents::{self as consent_store, Consent};
 use crate::store::grants::{self as grant_store, AuthorizationCode};
-use crate::store::{AnyConnection, StoreError};
+use crate::store::{self, AnyConnection, Rollback, StoreError};
 
 /// OIDC Core §11: the scope that asks for a refresh token.
 pub const OFFLINE_ACCESS: &str = "offline_access";
@@ -251,12 +251,12 @@ pub fn issue_code(
         grant_id: None,
         redirect_uri_given: request.redirect_uri_given,
     };
-    let written = conn.transaction(|conn| {
+    let written = store::transaction(conn, |conn| {
         grant_store::insert_code(conn, &row)?;
         // Ordered against a concurrent disable of the user (see `store::users::lock_active`).
         if !crate::store::users::lock_active(conn, &auth.user_id)? {
-            // Rolls the insert back.
-            return Err(StoreError::Query(diesel::result::Error::RollbackTransaction));
+            // Rolls the insert back: the user was disabled or deleted meanwhile.
+            return Err(Rollback::Abort(()));
         }
         audit::record(
             conn,
@@ -272,13 +272,9 @@ pub fn issue_code(
                 })),
             now,
         )?;
-        Ok::<_, StoreError>(())
-    });
-    match written {
-        Ok(()) => Ok(Some(code)),
-        Err(StoreError::Query(diesel::result::Error::RollbackTransaction)) => Ok(None),
-        Err(error) => Err(error),
-    }
+        Ok(())
+    })?;
+    Ok(written.ok().map(|()| code))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::model::user::User;
 use crate::secret::Secret;
 use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::sessions::{self as session_store, Session};
-use crate::store::{AnyConnection, StoreError, users as user_store};
+use crate::store::{self, AnyConnection, Rollback, StoreError, users as user_store};
 
 /// `last_seen_at` is written at most this often per session.
 pub const TOUCH_INTERVAL_SECS: i64 = 60;
@@ -62,11 +62,11 @@ pub fn start(
         user_agent: origin.user_agent.clone(),
         mfa_pending,
     };
-    conn.transaction(|conn| {
+    let written = store::transaction(conn, |conn| {
         session_store::insert(conn, &session)?;
         if !user_store::lock_active(conn, &user.user_id)? {
-            // Rolls the insert back.
-            return Err(Inactive::User);
+            // Rolls the insert back: the user was disabled or deleted meanwhile.
+            return Err(Rollback::Abort(()));
         }
         audit::record(
             conn,
@@ -79,31 +79,9 @@ pub fn start(
             .details(serde_json::json!({ "amr": amr, "mfa_pending": mfa_pending })),
             now,
         )?;
-        Ok::<_, Inactive>(())
-    })
-    .map(|()| Some(id))
-    .or_else(|error| match error {
-        Inactive::User => Ok(None),
-        Inactive::Store(error) => Err(error),
-    })
-}
-
-/// Why [`start`]'s transaction was rolled back.
-enum Inactive {
-    User,
-    Store(StoreError),
-}
-
-impl From<StoreError> for Inactive {
-    fn from(error: StoreError) -> Self {
-        Inactive::Store(error)
-    }
-}
-
-impl From<diesel::result::Error> for Inactive {
-    fn from(error: diesel::result::Error) -> Self {
-        Inactive::Store(StoreError::Query(error))
-    }
+        Ok(())
+    })?;
+    Ok(written.ok().map(|()| id))
 }
 
 /// A live session and its user, as the HTTP layer needs them.

@@ -106,35 +106,16 @@ pub fn insert_within_limit(
         insert(conn, link)?;
         return Ok(Limited::Inserted);
     };
-    /// The error that rolls the transaction back; never leaves this function.
-    enum Failure {
-        OverLimit,
-        Store(StoreError),
-    }
-    impl From<diesel::result::Error> for Failure {
-        fn from(e: diesel::result::Error) -> Self {
-            Failure::Store(e.into())
-        }
-    }
-    impl From<StoreError> for Failure {
-        fn from(e: StoreError) -> Self {
-            Failure::Store(e)
-        }
-    }
-    let result = conn.transaction::<_, Failure, _>(|conn| {
+    let stored = super::transaction(conn, |conn| {
         lock_address(conn, &link.email)?;
         insert(conn, link)?;
         let count = count_sent_since(conn, &link.email, link.created_at.saturating_sub(limit.window_secs))?;
         if count > limit.max {
-            return Err(Failure::OverLimit);
+            return Err(super::Rollback::Abort(Limited::OverLimit));
         }
-        Ok(())
-    });
-    match result {
-        Ok(()) => Ok(Limited::Inserted),
-        Err(Failure::OverLimit) => Ok(Limited::OverLimit),
-        Err(Failure::Store(error)) => Err(error),
-    }
+        Ok(Limited::Inserted)
+    })?;
+    Ok(stored.unwrap_or_else(|over| over))
 }
 
 /// PostgreSQL: serialises link requests for one address until the transaction ends

@@ -131,6 +131,38 @@ impl StoreError {
     }
 }
 
+/// Why a [`transaction`] rolled back: for a reason of the caller's (`Abort`), or storage.
+pub enum Rollback<R> {
+    Abort(R),
+    Store(StoreError),
+}
+
+impl<R> From<StoreError> for Rollback<R> {
+    fn from(error: StoreError) -> Self {
+        Rollback::Store(error)
+    }
+}
+
+impl<R> From<diesel::result::Error> for Rollback<R> {
+    fn from(error: diesel::result::Error) -> Self {
+        Rollback::Store(StoreError::Query(error))
+    }
+}
+
+/// Runs `work` in one transaction that it may roll back for a reason of its own
+/// (`Err(Rollback::Abort(reason))`): the answer is `Ok(Err(reason))` then, so that losing a race
+/// or finding a user disabled is a value, not a storage failure.
+pub fn transaction<T, R>(
+    conn: &mut AnyConnection,
+    work: impl FnOnce(&mut AnyConnection) -> Result<T, Rollback<R>>,
+) -> Result<Result<T, R>, StoreError> {
+    match conn.transaction(work) {
+        Ok(value) => Ok(Ok(value)),
+        Err(Rollback::Abort(reason)) => Ok(Err(reason)),
+        Err(Rollback::Store(error)) => Err(error),
+    }
+}
+
 /// Where the pool connects; picks the backend from the URL scheme so that the real connection
 /// error is kept (diesel's derived `establish` tries every backend and drops the errors).
 #[derive(Clone, Debug)]

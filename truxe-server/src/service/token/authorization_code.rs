@@ -7,9 +7,7 @@ use diesel::Connection;
 use super::issue::{Signing, sign, user_event};
 use super::liveness::active_user;
 use super::refresh::issues_refresh_token;
-use super::{
-    Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
-};
+use super::{Context, PublicClients, TokenError, TokenResponse, audience, authenticated_client, is_plausible_opaque};
 use crate::model::GrantId;
 use crate::model::client::{Client, GrantType};
 use crate::oauth::client_auth::ClientCredentials;
@@ -22,7 +20,7 @@ use crate::store::audit::{self, AuditAction};
 use crate::store::grants::{self as grant_store, AuthorizationCode, Grant};
 use crate::store::tokens as token_store;
 use crate::store::users as user_store;
-use crate::store::{AnyConnection, StoreError};
+use crate::store::{self, AnyConnection, Rollback, StoreError};
 
 /// `grant_type=authorization_code`, parsed at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,30 +140,36 @@ pub fn exchange(
         },
     )?;
 
-    let recorded = conn.transaction::<_, TxError, _>(|conn| {
+    /// Why the redemption rolled back.
+    enum Abort {
+        /// A concurrent request consumed the code first.
+        Lost,
+        /// The user was disabled or deleted meanwhile.
+        UserInactive,
+    }
+    let recorded = store::transaction(conn, |conn| {
         // The grant first: the code row references it, and on SQLite a transaction that starts
         // with a write takes the write lock at once instead of failing to upgrade a read.
         grant_store::insert_grant(conn, &grant)?;
         if !grant_store::consume_code(conn, &code_hash, &grant.grant_id, ctx.now)? {
-            return Err(TxError::Lost);
+            return Err(Rollback::Abort(Abort::Lost));
         }
         // Ordered against a concurrent disable of the user (see `store::users::lock_active`).
         if !user_store::lock_active(conn, &user.user_id)? {
-            return Err(TxError::UserInactive);
+            return Err(Rollback::Abort(Abort::UserInactive));
         }
         if let Some((_, row)) = &issued.refresh_token {
             token_store::insert_refresh_token(conn, row)?;
         }
         audit::record(conn, &issued.event(ctx, GrantType::AuthorizationCode, &client, &user.user_id), ctx.now)?;
         Ok(())
-    });
+    })?;
     match recorded {
         Ok(()) => {}
-        Err(TxError::Lost) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
-        Err(TxError::Reused | TxError::UserInactive) => {
+        Err(Abort::Lost) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
+        Err(Abort::UserInactive) => {
             return Err(OAuthError::invalid_grant("the user of this authorization is disabled or deleted").into());
         }
-        Err(TxError::Store(error)) => return Err(error.into()),
     }
     tracing::info!(
         client_id = %client.client_id, user_id = %user.user_id, gid = %grant.grant_id, jti = %issued.claims.jti,

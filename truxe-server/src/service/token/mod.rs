@@ -61,29 +61,6 @@ impl From<diesel::result::Error> for TokenError {
     }
 }
 
-/// Failures inside a token transaction: storage, or losing the race for a single-use value.
-pub(crate) enum TxError {
-    Store(StoreError),
-    /// A concurrent request consumed the code or rotated the refresh token first.
-    Lost,
-    /// A refresh retried within the grace whose latest child was used or revoked already.
-    Reused,
-    /// The user was disabled or deleted while the grant was being recorded.
-    UserInactive,
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(error: diesel::result::Error) -> Self {
-        TxError::Store(StoreError::Query(error))
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(error: StoreError) -> Self {
-        TxError::Store(error)
-    }
-}
-
 /// Everything a use case needs besides the connection and the request.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {

@@ -11,9 +11,7 @@ use diesel::Connection;
 
 use super::issue::{Signing, sign, user_event};
 use super::liveness::active_user;
-use super::{
-    Context, PublicClients, TokenError, TokenResponse, TxError, audience, authenticated_client, is_plausible_opaque,
-};
+use super::{Context, PublicClients, TokenError, TokenResponse, audience, authenticated_client, is_plausible_opaque};
 use crate::model::client::{Client, GrantType};
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::ClientCredentials;
@@ -24,7 +22,7 @@ use crate::service::authorize::{OFFLINE_ACCESS, token_hash};
 use crate::store::audit::{self, AuditAction};
 use crate::store::grants::{self as grant_store, Grant};
 use crate::store::tokens::{self as token_store, RefreshToken};
-use crate::store::{AnyConnection, StoreError};
+use crate::store::{self, AnyConnection, Rollback, StoreError};
 
 /// `grant_type=refresh_token`, parsed at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +202,14 @@ fn refresh_once(
         return Err(StoreError::Corrupt("a refresh issued no refresh token".into()).into());
     };
     let retry = presented == Presented::Retry;
-    let recorded = conn.transaction::<_, TxError, _>(|conn| {
+    /// Why the rotation rolled back.
+    enum Abort {
+        /// A concurrent request rotated the token first.
+        Lost,
+        /// A retry whose latest child was used or revoked already.
+        Reused,
+    }
+    let recorded = store::transaction(conn, |conn| {
         if retry {
             // Within the grace window: the child issued last must still be live, and is
             // replaced; at most one child of a rotated token is ever live.
@@ -213,12 +218,12 @@ fn refresh_once(
                 None => false,
             };
             if !replaced {
-                return Err(TxError::Reused);
+                return Err(Rollback::Abort(Abort::Reused));
             }
             token_store::set_refresh_successor(conn, &token.jti, &successor.jti)?;
         } else if !token_store::rotate_refresh_token(conn, &token.jti, &successor.jti, ctx.now)? {
             // Exactly one of concurrent refreshes rotates the token; the others look again.
-            return Err(TxError::Lost);
+            return Err(Rollback::Abort(Abort::Lost));
         }
         token_store::insert_refresh_token(conn, successor)?;
         let mut event = issued.event(ctx, GrantType::RefreshToken, client, &user.user_id);
@@ -229,16 +234,14 @@ fn refresh_once(
         }
         audit::record(conn, &event, ctx.now)?;
         Ok(())
-    });
+    })?;
     match recorded {
         Ok(()) => {}
-        Err(TxError::Lost) => return Ok(None),
-        Err(TxError::UserInactive) => return Err(invalid("the user of this grant is disabled or deleted")),
-        Err(TxError::Reused) => {
+        Err(Abort::Lost) => return Ok(None),
+        Err(Abort::Reused) => {
             refresh_token_reused(conn, ctx, client, &token, &grant)?;
             return Err(invalid(REUSED));
         }
-        Err(TxError::Store(error)) => return Err(error.into()),
     }
     tracing::info!(
         client_id = %client.client_id, user_id = %user.user_id, gid = %grant.grant_id, jti = %issued.claims.jti,
