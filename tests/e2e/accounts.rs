@@ -219,17 +219,7 @@ on_both_backends! {
 
         // Past the magic link, the second factor owed: the code page, then a current code.
         let (pending, _) = server.session_cookie(&dana, true);
-        let page = server.client.get(server.url("/login/mfa")).header("Cookie", &pending).send().await.expect("GET");
-        assert_eq!(page.status(), 200);
-        let csrf_cookie = crate::support::set_cookie(page.headers(), "truxe_csrf").expect("a CSRF cookie");
-        let cookies = format!("{pending}; {csrf_cookie}");
-        let body = page.text().await.expect("body");
-        let csrf = crate::support::agent::forms(&body)
-            .into_iter()
-            .flat_map(|form| form.fields)
-            .find(|(name, _)| name == "csrf_token")
-            .map(|(_, value)| value)
-            .expect("a csrf_token field");
+        let (cookies, csrf) = server.mfa_form(&pending).await;
         let code = mfa::code_at(&secret, unix_now()).expect("code");
         let done = server
             .client

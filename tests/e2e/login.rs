@@ -397,12 +397,12 @@ on_both_backends! {
         // A link whose account was disabled after it was sent stops working.
         let mut c = pool.get().expect("connection");
         let key = server_secrets::load_or_create(&mut c, MAGIC_LINK_KEY, unix_now()).expect("key");
-        let token = sign_in::new_token();
         create_user(&pool, "erin@example.com");
         let now = unix_now();
-        magic_links::insert(
-            &mut c,
-            &MagicLink {
+        // A live link to erin, as `/login` would have stored it.
+        let erin_link = |c: &mut truxe_server::store::AnyConnection| {
+            let token = sign_in::new_token();
+            let link = MagicLink {
                 token_hash: sign_in::hash_token(key.secret(), token.secret()),
                 email: "erin@example.com".to_string(),
                 user_id: None,
@@ -411,9 +411,11 @@ on_both_backends! {
                 consumed_at: None,
                 return_to: None,
                 ip: None,
-            },
-        )
-        .expect("insert");
+            };
+            magic_links::insert(c, &link).expect("insert");
+            token
+        };
+        let token = erin_link(&mut c);
         let erin = user_service::get(&mut c, "erin@example.com").expect("erin");
         user_service::set_status(&mut c, &erin.user_id, truxe_server::model::user::UserStatus::Disabled, "test", now)
             .expect("disable");
@@ -423,21 +425,7 @@ on_both_backends! {
         assert_eq!(browser.signed_in_as().await, None);
         // Should an account's status change under a live link any other way, using it is still
         // refused.
-        let token = sign_in::new_token();
-        magic_links::insert(
-            &mut c,
-            &MagicLink {
-                token_hash: sign_in::hash_token(key.secret(), token.secret()),
-                email: "erin@example.com".to_string(),
-                user_id: None,
-                created_at: now,
-                expires_at: now + 600,
-                consumed_at: None,
-                return_to: None,
-                ip: None,
-            },
-        )
-        .expect("insert");
+        let token = erin_link(&mut c);
         let page = browser.follow_link(token.secret()).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
         assert!(page.body.contains("Account disabled"), "{}", page.body);

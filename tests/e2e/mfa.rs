@@ -115,17 +115,7 @@ on_both_backends! {
         };
         // Past the magic link, owing the second factor; every guess from this one browser.
         let (cookie, pending_hash) = server.session_cookie(&user_id, true);
-        let page = server.client.get(server.url("/login/mfa")).header("Cookie", &cookie).send().await.expect("GET");
-        assert_eq!(page.status(), 200);
-        let csrf_cookie = crate::support::set_cookie(page.headers(), "truxe_csrf").expect("a CSRF cookie");
-        let cookie = format!("{cookie}; {csrf_cookie}");
-        let body = page.text().await.expect("body");
-        let csrf = crate::support::agent::forms(&body)
-            .into_iter()
-            .flat_map(|form| form.fields)
-            .find(|(name, _)| name == "csrf_token")
-            .map(|(_, value)| value)
-            .expect("csrf_token");
+        let (cookie, csrf) = server.mfa_form(&cookie).await;
         let wrong = wrong_code(&secret);
         let start = std::sync::Arc::new(tokio::sync::Barrier::new(GUESSES));
         let guesses: Vec<_> = (0..GUESSES)

@@ -17,12 +17,7 @@ use crate::support::{ADMIN_TOKEN, Backend, TestServer};
 async fn first_pair(server: &TestServer, app: &Registered, scope: &str) -> (String, String) {
     let user_id = create_user(server, "ada@example.org");
     let (agent, _) = Agent::signed_in(server, &user_id);
-    let code = authorize_code(&agent, app, CALLBACK, scope).await;
-    let answer = exchange(server, app, &code, CALLBACK).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let access = answer.body["access_token"].as_str().expect("access token").to_string();
-    let refresh = answer.body["refresh_token"].as_str().expect("refresh token").to_string();
-    (access, refresh)
+    sign_in_tokens(server, &agent, app, scope).await
 }
 
 fn pair(answer: &TokenAnswer) -> (String, String) {

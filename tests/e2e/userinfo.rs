@@ -9,7 +9,7 @@ use crate::on_both_backends;
 use crate::support::Backend;
 use crate::support::flow::*;
 use crate::support::oauth::*;
-use crate::support::{TestServer, test_key};
+use crate::support::test_key;
 
 on_both_backends! {
     async fn errors(backend: Backend) {
@@ -30,17 +30,6 @@ on_both_backends! {
 }
 
 const INSUFFICIENT_SCOPE: &str = r#"Bearer realm="truxe", error="insufficient_scope", error_description="the openid scope is required", scope="openid""#;
-
-/// A user's access and refresh tokens for `app` (scope `openid email offline_access`).
-async fn sign_in_tokens(server: &TestServer, agent: &Agent, app: &Registered) -> (String, String) {
-    let code = authorize_code(agent, app, CALLBACK, "openid email offline_access").await;
-    let answer = exchange(server, app, &code, CALLBACK).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    (
-        answer.body["access_token"].as_str().expect("access token").to_string(),
-        answer.body["refresh_token"].as_str().expect("refresh token").to_string(),
-    )
-}
 
 #[track_caller]
 fn assert_claims(answer: &(u16, reqwest::header::HeaderMap, Value), user_id: &str, context: &str) {
@@ -136,7 +125,7 @@ async fn revoked_on(backend: Backend) {
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
-    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app).await;
+    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app, "openid email offline_access").await;
     assert_claims(&userinfo_get(&server, Some(&access)).await, &user_id, "before");
 
     let answer = revoke(&server, &app, &access, Some("access_token")).await;
@@ -162,8 +151,8 @@ async fn withdrawn_consent_on(backend: Backend) {
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
-    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app).await;
-    let (second_access, _) = sign_in_tokens(&server, &agent, &app).await;
+    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app, "openid email offline_access").await;
+    let (second_access, _) = sign_in_tokens(&server, &agent, &app, "openid email offline_access").await;
     assert_claims(&userinfo_get(&server, Some(&access)).await, &user_id, "before");
 
     let home = agent.get("/").await;
@@ -186,7 +175,7 @@ async fn suspended_client_on(backend: Backend) {
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
-    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app).await;
+    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app, "openid email offline_access").await;
     assert_claims(&userinfo_get(&server, Some(&access)).await, &user_id, "before");
 
     set_client_status(&server, &app.client_id, "suspended").await;
@@ -206,7 +195,7 @@ async fn deleted_client_on(backend: Backend) {
     let user_id = create_user(&server, "ada@example.org");
     let app = web_app(&server).await;
     let (agent, _) = Agent::signed_in(&server, &user_id);
-    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app).await;
+    let (access, refresh_token) = sign_in_tokens(&server, &agent, &app, "openid email offline_access").await;
     let active = introspect(&server, &app, &access).await;
     assert_eq!(
         (active["active"].clone(), active["client_id"].clone()),

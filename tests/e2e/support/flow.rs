@@ -312,6 +312,18 @@ pub async fn exchange(server: &TestServer, client: &Registered, code: &str, redi
     .await
 }
 
+/// The access and refresh token of a sign-in: authorize `scope` (allowing on the consent page),
+/// then exchange the code.
+pub async fn sign_in_tokens(server: &TestServer, agent: &Agent, app: &Registered, scope: &str) -> (String, String) {
+    let code = authorize_code(agent, app, CALLBACK, scope).await;
+    let answer = exchange(server, app, &code, CALLBACK).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    (
+        answer.body["access_token"].as_str().expect("access token").to_string(),
+        answer.body["refresh_token"].as_str().expect("refresh token").to_string(),
+    )
+}
+
 pub async fn refresh(
     server: &TestServer,
     client: &Registered,

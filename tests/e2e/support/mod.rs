@@ -207,6 +207,23 @@ impl TestServer {
             .into()
     }
 
+    /// `GET /login/mfa` with a pending session's `cookie`: the `Cookie` header value to post the
+    /// code form with (the session plus the CSRF cookie the page set) and the form's CSRF token.
+    pub async fn mfa_form(&self, cookie: &str) -> (String, String) {
+        let page = self.client.get(self.url("/login/mfa")).header("Cookie", cookie).send().await.expect("GET");
+        assert_eq!(page.status(), 200);
+        let csrf_cookie = set_cookie(page.headers(), "truxe_csrf").expect("a CSRF cookie");
+        let cookies = format!("{cookie}; {csrf_cookie}");
+        let body = page.text().await.expect("body");
+        let csrf = agent::forms(&body)
+            .into_iter()
+            .flat_map(|form| form.fields)
+            .find(|(name, _)| name == "csrf_token")
+            .map(|(_, value)| value)
+            .expect("a csrf_token field");
+        (cookies, csrf)
+    }
+
     /// A browser session for `user_id` as the magic link leaves it (`mfa_pending`: the second
     /// factor still owed), as the `Cookie` header value `name=ID.MAC` the server's cookie would
     /// carry; also returns the session row's key.
