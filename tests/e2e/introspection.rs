@@ -132,14 +132,7 @@ async fn introspection_on(backend: Backend) {
     )
     .await;
     assert_oauth_error(&answer, 400, "invalid_request", "token repeated");
-    let spa = register(
-        &server,
-        json!({
-            "client_name": "SPA", "token_endpoint_auth_method": "none",
-            "redirect_uris": ["https://app.example.com/callback"],
-        }),
-    )
-    .await;
+    let spa = crate::support::flow::spa(&server).await;
     let answer = post_form(
         &server,
         "/oauth-provider/introspect",

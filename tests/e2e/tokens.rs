@@ -324,14 +324,7 @@ async fn token_endpoint_bad_input_on(backend: Backend) {
     assert_eq!(response.status().as_u16(), 405);
 
     // A public client has no secret and cannot use client_credentials.
-    let spa = register(
-        &server,
-        json!({
-            "client_name": "SPA", "token_endpoint_auth_method": "none",
-            "redirect_uris": ["https://app.example.com/callback"],
-        }),
-    )
-    .await;
+    let spa = crate::support::flow::spa(&server).await;
     let answer = post_form(
         &server,
         "/oauth-provider/token",
