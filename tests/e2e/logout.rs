@@ -74,6 +74,21 @@ async fn logout_on(backend: Backend) {
             "The sign-out request is too long.",
             "too long",
         ),
+        (
+            form(&[("client_id", &app.client_id), ("state", "a\u{0}b")]),
+            "The sign-out request holds characters that are not allowed.",
+            "a NUL in state",
+        ),
+        (
+            form(&[("client_id", &app.client_id), ("state", "\u{1F600}")]),
+            "The sign-out request holds characters that are not allowed.",
+            "an emoji in state",
+        ),
+        (
+            form(&[("client_id", &app.client_id), ("post_logout_redirect_uri", "https://app.example.com/\r\nx")]),
+            "The sign-out request holds characters that are not allowed.",
+            "a line break in the redirect URI",
+        ),
     ];
     for (query, message, context) in &bad {
         agent.get(&format!("/logout?{query}")).await.assert_error_page_says(REFUSED, message, context);

@@ -14,7 +14,7 @@ use super::pages::{error_page, render_with_cookies, see_other_with_cookies};
 use super::session;
 use crate::jwt::TokenKeys;
 use crate::model::client::Client;
-use crate::oauth::authorize::MAX_PARAM_LEN;
+use crate::oauth::authorize::{MAX_PARAM_LEN, is_printable_param};
 use crate::oauth::form::Form;
 use crate::service::clients;
 use crate::store;
@@ -62,6 +62,14 @@ pub async fn request(state: &AppState, params: &Form) -> Result<Option<EndSessio
     }
     if [hint, client_id, redirect_uri, request_state].iter().flatten().any(|v| v.len() > MAX_PARAM_LEN * 4) {
         return Err(refused("The sign-out request is too long."));
+    }
+    // Echoed back to the application (`state`) or compared: printable text, as at the
+    // authorization endpoint (the hint is a JWT, checked by its verification).
+    let printable = [(client_id, false), (redirect_uri, false), (request_state, true)]
+        .into_iter()
+        .all(|(value, vschar_only)| value.is_none_or(|v| is_printable_param(v, vschar_only)));
+    if !printable {
+        return Err(refused("The sign-out request holds characters that are not allowed."));
     }
 
     let hinted_client = match hint {
