@@ -107,6 +107,16 @@ pub struct RedisConfig {
     /// Already `rediss://` when `REDIS_TLS=true`.
     pub url: Secret<String>,
     pub tls: bool,
+    /// `TRUXE_REDIS_PREFIX`: put before every key and channel name, so that several
+    /// deployments (or test servers) can share one Redis. Empty by default (`oauth:client:…`).
+    pub key_prefix: String,
+}
+
+impl RedisConfig {
+    /// `name` with the configured prefix: `key("oauth:client:cl_1")`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.key_prefix)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -472,7 +482,16 @@ fn read_redis(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> Option<RedisCon
         return None;
     };
     match database::parse_redis(&raw, tls) {
-        Ok((url, tls)) => Some(RedisConfig { url, tls }),
+        Ok((url, tls)) => {
+            let key_prefix = r.string("TRUXE_REDIS_PREFIX").unwrap_or_default();
+            if key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                r.error(
+                    "TRUXE_REDIS_PREFIX",
+                    "must not contain spaces or control characters (example: truxe-staging:)",
+                );
+            }
+            Some(RedisConfig { url, tls, key_prefix })
+        }
         Err(message) => {
             r.error("REDIS_URL", message);
             None

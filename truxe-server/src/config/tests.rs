@@ -354,6 +354,13 @@ fn redis_url_and_tls() {
     let redis = c.redis.expect("redis");
     assert!(redis.tls);
     assert_eq!(redis.url.secret(), "rediss://:password@redis-host:6379");
+    assert_eq!(redis.key("oauth:client:cl_1"), "oauth:client:cl_1");
+    let c = ok(&[("REDIS_URL", "redis://redis-host"), ("TRUXE_REDIS_PREFIX", "staging:")]);
+    assert_eq!(c.redis.expect("redis").key("oauth:client:cl_1"), "staging:oauth:client:cl_1");
+    assert_one_error_naming(
+        &[("REDIS_URL", "redis://redis-host"), ("TRUXE_REDIS_PREFIX", "a b")],
+        "TRUXE_REDIS_PREFIX",
+    );
     assert_one_error_naming(&[("REDIS_URL", "http://redis-host")], "REDIS_URL");
     let c = ok(&[("REDIS_TLS", "true")]);
     assert!(c.redis.is_none());

@@ -20,6 +20,8 @@ pub enum RedisError {
 /// Builds the pool without connecting: a Redis that is down at start shows in readiness,
 /// it does not keep the server from starting.
 pub fn connect(config: &RedisConfig) -> Result<RedisPool, RedisError> {
+    // Checked here with the same client constructor every other Redis user goes through.
+    client(config)?;
     let manager =
         RedisConnectionManager::new(config.url.secret().as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
     Ok(bb8::Pool::builder().max_size(16).connection_timeout(Duration::from_secs(2)).build_unchecked(manager))
@@ -30,4 +32,9 @@ pub async fn ping(pool: &RedisPool) -> Result<(), RedisError> {
     let pong: String =
         bb8_redis::redis::cmd("PING").query_async(&mut *conn).await.map_err(|e| RedisError::Command(e.to_string()))?;
     if pong == "PONG" { Ok(()) } else { Err(RedisError::Command(format!("unexpected PING answer {pong:?}"))) }
+}
+
+/// A Redis client for connections outside the pool (pub/sub subscriptions).
+pub fn client(config: &RedisConfig) -> Result<bb8_redis::redis::Client, RedisError> {
+    bb8_redis::redis::Client::open(config.url.secret().as_str()).map_err(|e| RedisError::Url(e.to_string()))
 }
