@@ -1,0 +1,258 @@
+//! The client cache's second level (the client as JSON under `oauth:client:{client_id}`, 15
+//! minutes) and the announcement of a client change, which drops it on every instance at once.
+//!
+//! A change (on any instance, or by `truxectl --database-url`) bumps the client's version,
+//! deletes its entry and publishes its id on `oauth:client-changed`, in one transaction. A
+//! reader that missed the entry fills it only if the version it saw before reading the
+//! database is still current ([`FILL_IF_UNCHANGED`]), so that a read which raced a change can
+//! never put the old client back for 15 minutes. Every instance follows the channel
+//! ([`follow_changes`]) and drops the client from its first level.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bb8_redis::redis;
+use futures_util::StreamExt;
+
+use super::SharedRedis;
+use crate::client_cache::ClientCache;
+use crate::config::RedisConfig;
+use crate::model::client::Client;
+
+/// How long a client stays in Redis (SPEC: 15 minutes).
+pub const CLIENT_TTL_SECONDS: u64 = 900;
+
+/// How long a client's version counter outlives its last change: far longer than any read of
+/// the database between a miss and the fill.
+pub const VERSION_TTL_SECONDS: u64 = 86_400;
+
+/// The channel client ids are published on when the client changes (with the key prefix).
+pub const CHANGED_CHANNEL: &str = "oauth:client-changed";
+
+/// The longest wait between two attempts to subscribe (or to announce a pending change).
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// KEYS: the client's entry, its version; ARGV: the JSON, the version the reader saw before it
+/// read the database ("" for none), the lifetime. Sets the entry only if no change came since.
+const FILL_IF_UNCHANGED: &str = r"
+local current = redis.call('GET', KEYS[2]) or ''
+if current == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+pub fn client_key(config: &RedisConfig, client_id: &str) -> String {
+    config.key(&format!("oauth:client:{client_id}"))
+}
+
+fn version_key(config: &RedisConfig, client_id: &str) -> String {
+    config.key(&format!("oauth:client-version:{client_id}"))
+}
+
+pub fn changed_channel(config: &RedisConfig) -> String {
+    config.key(CHANGED_CHANNEL)
+}
+
+/// The one announcement of a change to `client_id`, for the server and `truxectl` alike.
+pub fn change_announcement(config: &RedisConfig, client_id: &str) -> redis::Pipeline {
+    let version = version_key(config, client_id);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("INCR")
+        .arg(&version)
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&version)
+        .arg(VERSION_TTL_SECONDS)
+        .ignore()
+        .cmd("DEL")
+        .arg(client_key(config, client_id))
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(changed_channel(config))
+        .arg(client_id)
+        .ignore();
+    pipe
+}
+
+/// What the second level knows about a client.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Client),
+    /// Not in Redis; `version` is the client's version now, for [`fill`].
+    Miss { version: String },
+    /// Redis is failing or being skipped: ask the database and do not fill.
+    Unavailable,
+}
+
+pub fn lookup(shared: &Arc<SharedRedis>, client_id: &str) -> Lookup {
+    let config = shared.config();
+    let mut pipe = redis::pipe();
+    pipe.cmd("MGET").arg(client_key(config, client_id)).arg(version_key(config, client_id));
+    let Some(((entry, version),)) = shared.query_blocking::<((Option<String>, Option<String>),)>(pipe) else {
+        return Lookup::Unavailable;
+    };
+    let version = version.unwrap_or_default();
+    match entry.map(|json| serde_json::from_str::<Client>(&json)) {
+        Some(Ok(client)) if client.client_id.as_str() == client_id => Lookup::Hit(client),
+        Some(_) => {
+            // Written by another version of Truxe, or damaged: the database answers, and the
+            // fill replaces it.
+            tracing::debug!(client_id, "unreadable client entry in Redis; reading the database");
+            Lookup::Miss { version }
+        }
+        None => Lookup::Miss { version },
+    }
+}
+
+/// Puts `client` (just read from the database) into Redis unless it changed since `version`
+/// was read. Not waited for.
+pub fn fill(shared: &Arc<SharedRedis>, client: &Client, version: &str) {
+    let Ok(json) = serde_json::to_string(client) else {
+        return;
+    };
+    let config = shared.config();
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVAL")
+        .arg(FILL_IF_UNCHANGED)
+        .arg(2)
+        .arg(client_key(config, &client.client_id))
+        .arg(version_key(config, &client.client_id))
+        .arg(json)
+        .arg(version)
+        .arg(CLIENT_TTL_SECONDS)
+        .ignore();
+    shared.send(pipe);
+}
+
+/// Client ids whose change Redis has not been told yet, and the wake-up of the task that
+/// keeps telling it ([`retry_pending`]).
+#[derive(Debug, Default)]
+pub struct Pending {
+    ids: Mutex<BTreeSet<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn add(&self, ids: impl IntoIterator<Item = String>) {
+        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(ids);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// After the database change: tells every instance (through Redis) that `client_id` changed.
+/// When Redis does not take it, [`retry_pending`] keeps trying until it does.
+pub async fn announce_change(shared: &Arc<SharedRedis>, client_id: &str) {
+    // Past the breaker: an admin request can wait one bounded call, and a skipped announcement
+    // would only be queued.
+    if let Err(error) = shared.query_unguarded::<()>(&change_announcement(shared.config(), client_id)).await {
+        tracing::warn!(
+            client_id, %error,
+            "could not tell the other instances through Redis that a client changed; retrying in the background until Redis answers"
+        );
+        shared.pending_changes.add([client_id.to_string()]);
+    }
+}
+
+/// The background task that announces the changes Redis did not take, until it takes them.
+pub async fn retry_pending(shared: Arc<SharedRedis>) {
+    let mut pause = FIRST_RETRY_PAUSE;
+    loop {
+        let ids = shared.pending_changes.take();
+        if ids.is_empty() {
+            shared.pending_changes.wake.notified().await;
+            continue;
+        }
+        let mut failed = Vec::new();
+        for id in &ids {
+            if shared.query_unguarded::<()>(&change_announcement(shared.config(), id)).await.is_err() {
+                failed.push(id.clone());
+            }
+        }
+        if failed.is_empty() {
+            tracing::info!(clients = ids.len(), "announced the client changes made while Redis was failing");
+            pause = FIRST_RETRY_PAUSE;
+        } else {
+            shared.pending_changes.add(failed);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+}
+
+/// The subscription to [`CHANGED_CHANNEL`]: drops each announced client from `cache`, and
+/// clears all of `cache` on every (re)subscription, since announcements may have been missed
+/// while it was down. Reconnects by itself with backoff; a subscription that breaks silently is
+/// bounded by the first level's short TTL.
+pub async fn follow_changes(shared: Arc<SharedRedis>, cache: Arc<ClientCache>) {
+    let channel = changed_channel(shared.config());
+    let mut pause = FIRST_RETRY_PAUSE;
+    let mut lost = false;
+    loop {
+        match subscribe(&shared, &channel).await {
+            Ok(pubsub) => {
+                cache.clear();
+                shared.set_subscribed(true);
+                if lost {
+                    tracing::info!("following client changes through Redis again (in-process client cache cleared)");
+                }
+                pause = FIRST_RETRY_PAUSE;
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    match message.get_payload::<String>() {
+                        Ok(client_id) => cache.invalidate(&client_id),
+                        Err(_) => cache.clear(),
+                    }
+                }
+                shared.set_subscribed(false);
+                tracing::warn!("lost the Redis subscription to client changes; reconnecting");
+                lost = true;
+            }
+            Err(error) => {
+                if !lost {
+                    tracing::warn!(%error, "cannot subscribe to client changes in Redis; retrying (clients are cached for {:?} meanwhile)", crate::client_cache::CLIENT_CACHE_TTL);
+                }
+                lost = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+    }
+}
+
+async fn subscribe(shared: &SharedRedis, channel: &str) -> Result<redis::aio::PubSub, String> {
+    let client = crate::store::redis::client(shared.config()).map_err(|e| e.to_string())?;
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+        pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
+        Ok(pubsub)
+    };
+    tokio::time::timeout(Duration::from_secs(2), connect).await.unwrap_or_else(|_| Err("timed out".to_string()))
+}
+
+/// `truxectl` after a change on the database directly: the same announcement, on a connection
+/// of its own (no runtime, bounded); the error says why Redis did not take it.
+pub fn announce_change_once(config: &RedisConfig, client_id: &str) -> Result<(), String> {
+    let client = crate::store::redis::client(config).map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(2);
+    let mut conn = client.get_connection_with_timeout(timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    conn.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    change_announcement(config, client_id).query::<()>(&mut conn).map_err(|e| e.to_string())
+}
