@@ -22,6 +22,7 @@ mod mail;
 mod mfa;
 mod oidc_interop;
 mod refresh;
+mod redis_failure;
 mod refresh_reuse;
 mod revocation;
 mod startup_errors;

@@ -211,6 +211,8 @@ pub async fn follow_changes(shared: Arc<SharedRedis>, cache: Arc<ClientCache>) {
                 shared.set_subscribed(true);
                 if lost {
                     tracing::info!("following client changes through Redis again (in-process client cache cleared)");
+                } else {
+                    tracing::info!("following client changes through Redis");
                 }
                 pause = FIRST_RETRY_PAUSE;
                 let mut messages = pubsub.into_on_message();
