@@ -8,7 +8,7 @@
 //! never put the old client back for 15 minutes. Every instance follows the channel
 //! ([`follow_changes`]) and drops the client from its first level.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,26 +129,39 @@ pub fn fill(shared: &Arc<SharedRedis>, client: &Client, version: &str) {
     shared.send(pipe);
 }
 
-/// Client ids whose change Redis has not been told yet, and the wake-up of the task that
-/// keeps telling it ([`retry_pending`]).
+/// Client ids whose change Redis has not been told yet (each with a count of its changes, so
+/// that one made while an earlier announcement was on its way is not forgotten), and the
+/// wake-up of the task that keeps telling it ([`retry_pending`]).
 #[derive(Debug, Default)]
 pub struct Pending {
-    ids: Mutex<BTreeSet<String>>,
+    ids: Mutex<BTreeMap<String, u64>>,
     wake: tokio::sync::Notify,
 }
 
 impl Pending {
-    fn add(&self, ids: impl IntoIterator<Item = String>) {
-        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(ids);
+    fn add(&self, client_id: &str) {
+        *self.lock().entry(client_id.to_string()).or_default() += 1;
         self.wake.notify_one();
     }
 
-    fn take(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        self.lock().iter().map(|(id, changes)| (id.clone(), *changes)).collect()
+    }
+
+    /// Forgets `client_id` once announced, unless it changed again meanwhile.
+    fn announced(&self, client_id: &str, changes: u64) {
+        let mut ids = self.lock();
+        if ids.get(client_id) == Some(&changes) {
+            ids.remove(client_id);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn len(&self) -> usize {
-        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,7 +179,7 @@ pub async fn announce_change(shared: &Arc<SharedRedis>, client_id: &str) {
             client_id, %error,
             "could not tell the other instances through Redis that a client changed; retrying in the background until Redis answers"
         );
-        shared.pending_changes.add([client_id.to_string()]);
+        shared.pending_changes.add(client_id);
     }
 }
 
@@ -174,22 +187,22 @@ pub async fn announce_change(shared: &Arc<SharedRedis>, client_id: &str) {
 pub async fn retry_pending(shared: Arc<SharedRedis>) {
     let mut pause = FIRST_RETRY_PAUSE;
     loop {
-        let ids = shared.pending_changes.take();
-        if ids.is_empty() {
+        let pending = shared.pending_changes.snapshot();
+        if pending.is_empty() {
             shared.pending_changes.wake.notified().await;
             continue;
         }
-        let mut failed = Vec::new();
-        for id in &ids {
-            if shared.query_unguarded::<()>(&change_announcement(shared.config(), id)).await.is_err() {
-                failed.push(id.clone());
+        let mut failed = 0;
+        for (id, changes) in &pending {
+            match shared.query_unguarded::<()>(&change_announcement(shared.config(), id)).await {
+                Ok(()) => shared.pending_changes.announced(id, *changes),
+                Err(_) => failed += 1,
             }
         }
-        if failed.is_empty() {
-            tracing::info!(clients = ids.len(), "announced the client changes made while Redis was failing");
+        if failed == 0 {
+            tracing::info!(clients = pending.len(), "announced the client changes made while Redis was failing");
             pause = FIRST_RETRY_PAUSE;
         } else {
-            shared.pending_changes.add(failed);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_RETRY_PAUSE);
         }
@@ -257,4 +270,40 @@ pub fn announce_change_once(config: &RedisConfig, client_id: &str) -> Result<(),
     conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     conn.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     change_announcement(config, client_id).query::<()>(&mut conn).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_made_while_its_announcement_is_on_its_way_stays_pending() {
+        let pending = Pending::default();
+        pending.add("cl_a");
+        pending.add("cl_b");
+        let snapshot = pending.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        pending.add("cl_a"); // changed again before the retry's answer came back
+        for (id, changes) in snapshot {
+            pending.announced(&id, changes);
+        }
+        assert_eq!(pending.snapshot(), vec![("cl_a".to_string(), 2)], "the newer change is still owed");
+        pending.announced("cl_a", 2);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn keys_and_the_announcement_carry_the_prefix() {
+        let config = RedisConfig {
+            url: crate::secret::Secret::new("redis://127.0.0.1".to_string()),
+            tls: false,
+            key_prefix: "staging:".into(),
+        };
+        assert_eq!(client_key(&config, "cl_1"), "staging:oauth:client:cl_1");
+        assert_eq!(changed_channel(&config), "staging:oauth:client-changed");
+        let packed = String::from_utf8_lossy(&change_announcement(&config, "cl_1").get_packed_pipeline()).to_string();
+        for part in ["MULTI", "INCR", "staging:oauth:client-version:cl_1", "DEL", "staging:oauth:client:cl_1", "PUBLISH", "EXEC"] {
+            assert!(packed.contains(part), "{part} in {packed}");
+        }
+    }
 }
