@@ -14,6 +14,7 @@ mod codes;
 mod consents;
 mod foundation;
 mod interop;
+mod instances;
 mod introspection;
 mod introspection_rules;
 mod login;
