@@ -284,3 +284,26 @@ async fn rate_limits_are_counted_across_instances() {
     let (status, _) = cluster.token(BURST % 3, &worker).await;
     assert_eq!(status, 429, "the burst is shared: request {} is over it on any node", BURST + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_without_redis_warns() {
+    let db = TestDb::new(Backend::Postgres);
+    db.migrate();
+    let key = test_key_pem();
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        let data_dir = db.dir.path().join(format!("node{n}")).display().to_string();
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("JWT_PRIVATE_KEY", key.as_str()),
+            ("JWT_ISSUER", ISSUER),
+            ("TRUXE_DATA_DIR", data_dir.as_str()),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("LOG_LEVEL", "info"),
+        ];
+        nodes.push(ServerProcess::start(db.dir.path(), &env, free_port()).await);
+    }
+    let line = nodes[1].wait_for_log("REDIS_URL is not set", Duration::from_secs(10));
+    assert!(line.contains("other truxe-server instances use this database"), "{line}");
+    assert!(!nodes[0].output().contains("REDIS_URL is not set"), "the first was alone:\n{}", nodes[0].output());
+}
