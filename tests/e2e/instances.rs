@@ -274,8 +274,7 @@ async fn one_code_redeemed_on_three_instances_at_once_succeeds_once() {
 #[ignore = "needs the ratelimit branch; the lead un-ignores it at merge"]
 async fn rate_limits_are_counted_across_instances() {
     const BURST: usize = 3;
-    let cluster =
-        Cluster::start(&[("RATE_LIMIT_ENABLED", "true"), ("RATE_LIMIT_ENDPOINTS", "token=3:3")]).await;
+    let cluster = Cluster::start(&[("RATE_LIMIT_ENABLED", "true"), ("RATE_LIMIT_ENDPOINTS", "token=3:3")]).await;
     let worker = cluster.machine(0).await;
     for i in 0..BURST {
         let (status, body) = cluster.token(i % 3, &worker).await;

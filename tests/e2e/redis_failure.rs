@@ -10,10 +10,10 @@ use diesel::prelude::*;
 use truxe_server::store::schema::oauth_tokens;
 
 use crate::on_both_backends;
+use crate::support::TestServer;
 use crate::support::oauth::{self, Registered, form, machine_client, post_form, token_server};
 use crate::support::process::truxectl;
 use crate::support::redis::RedisServer;
-use crate::support::TestServer;
 
 fn jti_of(token: &str) -> String {
     crate::support::flow::payload(token)["jti"].as_str().expect("jti").to_string()
@@ -45,7 +45,8 @@ where
 fn delete_revocation_row(server: &TestServer, jti: &str) {
     let pool = crate::support::flow::pool(server);
     let mut conn = pool.get().expect("connection");
-    let deleted = diesel::delete(oauth_tokens::table.filter(oauth_tokens::jti.eq(jti))).execute(&mut *conn).expect("delete");
+    let deleted =
+        diesel::delete(oauth_tokens::table.filter(oauth_tokens::jti.eq(jti))).execute(&mut *conn).expect("delete");
     assert_eq!(deleted, 1, "the revocation row of {jti}");
 }
 

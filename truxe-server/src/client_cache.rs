@@ -88,7 +88,7 @@ impl ClientCache {
         let generation = self.generation.load(Ordering::Acquire);
         let fill = match &self.shared {
             Some(shared) => match shared_clients::lookup(shared, client_id) {
-                Lookup::Hit(client) => return Ok(Some(self.insert_unless_invalidated(client, now, generation))),
+                Lookup::Hit(client) => return Ok(Some(self.insert_unless_invalidated(*client, now, generation))),
                 Lookup::Miss { version } => Some((shared, version)),
                 Lookup::Unavailable => None,
             },
@@ -157,7 +157,7 @@ impl ClientCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::client::AuthMethod;
+    use crate::model::client::{AuthMethod, GrantType};
     use crate::oauth::scope::ScopeSet;
 
     fn client(id: &str) -> Client {
@@ -207,6 +207,50 @@ mod tests {
 
         cache.invalidate("cl_new");
         assert!(cache.get("cl_new", now).is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_an_announcement_or_a_resubscription_is_not_kept() {
+        let cache = ClientCache::default();
+        let now = Instant::now();
+        // The change arrives (pub/sub) while the lower levels are being read: their answer may
+        // be the old client, so it is returned but not cached.
+        let raced = cache
+            .get_or_load("cl_a", now, || {
+                cache.invalidate("cl_a");
+                Ok::<_, ()>(Some(client("cl_a")))
+            })
+            .expect("load");
+        assert!(raced.is_some());
+        assert!(cache.get("cl_a", now).is_none(), "not kept after an invalidation during the read");
+
+        cache.insert(client("cl_b"), now);
+        let raced = cache
+            .get_or_load("cl_c", now, || {
+                cache.clear();
+                Ok::<_, ()>(Some(client("cl_c")))
+            })
+            .expect("load");
+        assert!(raced.is_some());
+        assert!(cache.get("cl_c", now).is_none() && cache.get("cl_b", now).is_none(), "a resubscription clears all");
+        cache.get_or_load("cl_c", now, || Ok::<_, ()>(Some(client("cl_c")))).expect("load");
+        assert!(cache.get("cl_c", now).is_some(), "the next read is cached again");
+    }
+
+    #[test]
+    fn the_shared_form_round_trips() {
+        let mut original = client("cl_json");
+        original.grant_types = vec![GrantType::ClientCredentials, GrantType::RefreshToken];
+        original.allowed_scopes = ScopeSet::parse("openid orders:read").expect("scopes");
+        original.status = crate::model::client::ClientStatus::Suspended;
+        original.token_endpoint_auth_method = AuthMethod::None;
+        let json = serde_json::to_string(&original).expect("json");
+        assert!(
+            json.contains("\"suspended\"") && json.contains("\"client_credentials\"") && json.contains("\"none\""),
+            "{json}"
+        );
+        let back: Client = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, original);
     }
 
     #[test]

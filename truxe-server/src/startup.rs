@@ -255,7 +255,7 @@ impl Application {
 /// limits and client cache. Counts the other instances' connections, named by
 /// [`store::instances::APPLICATION_NAME_PREFIX`], and warns when there are any.
 async fn warn_about_other_instances(pool: &store::Pool) {
-    match store::run(pool, |conn| store::instances::others(conn)).await {
+    match store::run(pool, store::instances::others).await {
         Ok(0) => {}
         Ok(others) => tracing::warn!(
             others,

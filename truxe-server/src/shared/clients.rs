@@ -82,9 +82,11 @@ pub fn change_announcement(config: &RedisConfig, client_id: &str) -> redis::Pipe
 /// What the second level knows about a client.
 #[derive(Debug)]
 pub enum Lookup {
-    Hit(Client),
+    Hit(Box<Client>),
     /// Not in Redis; `version` is the client's version now, for [`fill`].
-    Miss { version: String },
+    Miss {
+        version: String,
+    },
     /// Redis is failing or being skipped: ask the database and do not fill.
     Unavailable,
 }
@@ -98,7 +100,7 @@ pub fn lookup(shared: &Arc<SharedRedis>, client_id: &str) -> Lookup {
     };
     let version = version.unwrap_or_default();
     match entry.map(|json| serde_json::from_str::<Client>(&json)) {
-        Some(Ok(client)) if client.client_id.as_str() == client_id => Lookup::Hit(client),
+        Some(Ok(client)) if client.client_id.as_str() == client_id => Lookup::Hit(Box::new(client)),
         Some(_) => {
             // Written by another version of Truxe, or damaged: the database answers, and the
             // fill replaces it.
@@ -302,7 +304,15 @@ mod tests {
         assert_eq!(client_key(&config, "cl_1"), "staging:oauth:client:cl_1");
         assert_eq!(changed_channel(&config), "staging:oauth:client-changed");
         let packed = String::from_utf8_lossy(&change_announcement(&config, "cl_1").get_packed_pipeline()).to_string();
-        for part in ["MULTI", "INCR", "staging:oauth:client-version:cl_1", "DEL", "staging:oauth:client:cl_1", "PUBLISH", "EXEC"] {
+        for part in [
+            "MULTI",
+            "INCR",
+            "staging:oauth:client-version:cl_1",
+            "DEL",
+            "staging:oauth:client:cl_1",
+            "PUBLISH",
+            "EXEC",
+        ] {
             assert!(packed.contains(part), "{part} in {packed}");
         }
     }

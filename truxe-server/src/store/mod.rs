@@ -236,7 +236,8 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ApplicationName
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
         if let AnyConnection::Postgresql(c) = conn {
             // Made by `instances::new_application_name`: no quote can be in it.
-            c.batch_execute(&format!("SET application_name = '{}'", self.0)).map_err(diesel::r2d2::Error::QueryError)?;
+            c.batch_execute(&format!("SET application_name = '{}'", self.0))
+                .map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }

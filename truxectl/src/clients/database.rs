@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use truxe_server::model::request::RequestMeta;
 use truxe_server::config::RedisConfig;
+use truxe_server::model::request::RequestMeta;
 use truxe_server::secret::Secret;
 use truxe_server::service::clients::{
     self as service, ClientError, ClientInput, ClientPatch, ClientView, Context, Page, Rules, WithSecret,
