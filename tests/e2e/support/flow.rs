@@ -430,7 +430,7 @@ pub struct PreparedToken {
 impl PreparedToken {
     /// `POST /oauth-provider/token` for `client`, authenticated its registered way.
     pub fn new(server: &TestServer, client: &Registered, pairs: &[(&str, &str)]) -> Self {
-        Self::at(&server.base_url, client, pairs)
+        PreparedToken { http: server.client.clone(), ..Self::at(&server.base_url, client, pairs) }
     }
 
     /// The same request to the server at `base_url` (a spawned process, say).
