@@ -20,6 +20,7 @@ mod login;
 mod logout;
 mod mail;
 mod mfa;
+mod nginx;
 mod oidc_interop;
 mod refresh;
 mod refresh_reuse;
