@@ -13,9 +13,9 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509, X509NameBuilder};
 use serde_json::{Value, json};
@@ -165,13 +165,23 @@ async fn nginx_in_front_of_two_instances_on(backend: Backend) {
         }
     }
 
+    // TLS: HTTP/2 offered by ALPN, TLS 1.3 preferred, TLS 1.1 refused.
+    let (version, alpn) = nginx.handshake(b"\x02h2\x08http/1.1", None).expect("a TLS handshake");
+    assert_eq!((version.as_str(), alpn.as_deref()), ("TLSv1.3", Some(&b"h2"[..])));
+    let (version, _) = nginx.handshake(b"\x08http/1.1", Some(SslVersion::TLS1_2)).expect("TLS 1.2");
+    assert_eq!(version, "TLSv1.2");
+    assert!(nginx.handshake(b"\x08http/1.1", Some(SslVersion::TLS1_1)).is_err(), "TLS 1.1 is refused");
+
     // Plain HTTP: a 301 to the same path on HTTPS; certbot's challenges are served, not redirected.
     let http = nginx.http_client();
     let http_base = format!("http://{HOST}:{}", nginx.http_port);
     let redirect = http.get(format!("{http_base}/oauth-provider/authorize?client_id=x&state=a%20b")).send().await;
     let redirect = redirect.expect("http");
     assert_eq!(redirect.status(), 301);
-    assert_eq!(header(&redirect, "location"), Some(format!("{ISSUER}/oauth-provider/authorize?client_id=x&state=a%20b")));
+    assert_eq!(
+        header(&redirect, "location"),
+        Some(format!("{ISSUER}/oauth-provider/authorize?client_id=x&state=a%20b"))
+    );
     let challenge = nginx.webroot().join(".well-known/acme-challenge");
     std::fs::create_dir_all(&challenge).expect("challenge dir");
     std::fs::write(challenge.join("tok3n"), "tok3n.thumbprint").expect("challenge");
@@ -290,12 +300,12 @@ fn certificate(cn: &str, issuer: Option<(&PKey<Private>, &X509)>, ca: bool) -> (
     builder.set_not_after(&Asn1Time::days_from_now(1).expect("time")).expect("not after");
     if ca {
         builder.append_extension(BasicConstraints::new().critical().ca().build().expect("bc")).expect("bc");
-        builder.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().expect("ku")).expect("ku");
+        builder
+            .append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().expect("ku"))
+            .expect("ku");
     } else {
         builder.append_extension(BasicConstraints::new().build().expect("bc")).expect("bc");
-        builder
-            .append_extension(KeyUsage::new().critical().digital_signature().build().expect("ku"))
-            .expect("ku");
+        builder.append_extension(KeyUsage::new().critical().digital_signature().build().expect("ku")).expect("ku");
         builder.append_extension(ExtendedKeyUsage::new().server_auth().build().expect("eku")).expect("eku");
         let san = SubjectAlternativeName::new()
             .dns(HOST)
@@ -441,6 +451,23 @@ impl Nginx {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("https client")
+    }
+
+    /// A TLS handshake with nginx offering `alpn` (wire format) up to `max_version`, verified
+    /// against the throwaway CA: the negotiated version and protocol.
+    fn handshake(&self, alpn: &[u8], max_version: Option<SslVersion>) -> Result<(String, Option<Vec<u8>>), String> {
+        let mut connector = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+        connector.cert_store_mut().add_cert(X509::from_pem(&self.ca_pem).expect("CA")).expect("CA");
+        connector.set_alpn_protos(alpn).expect("alpn");
+        // OpenSSL's default security level refuses TLS 1.1 on the client side already; lower it so
+        // that the refusal tested is nginx's.
+        connector.set_security_level(0);
+        connector.set_min_proto_version(Some(SslVersion::TLS1)).expect("min version");
+        connector.set_max_proto_version(max_version).expect("max version");
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", self.https_port)).expect("connect");
+        let stream = connector.build().connect(HOST, tcp).map_err(|e| e.to_string())?;
+        let ssl = stream.ssl();
+        Ok((ssl.version_str().to_string(), ssl.selected_alpn_protocol().map(<[u8]>::to_vec)))
     }
 
     fn http_client(&self) -> reqwest::Client {
