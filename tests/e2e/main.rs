@@ -21,6 +21,7 @@ mod login;
 mod logout;
 mod mail;
 mod mfa;
+mod nginx;
 mod oidc_interop;
 mod redis_failure;
 mod refresh;
