@@ -163,7 +163,7 @@ impl Application {
             config: config.clone(),
             pool,
             backend,
-            redis,
+            redis: redis.clone(),
             signing_key: Arc::new(credentials.signing_key),
             admin_token: credentials.admin_token,
             client_secret_key,
@@ -172,6 +172,7 @@ impl Application {
             mailer: Arc::new(mailer),
             audit,
             clients: Arc::new(crate::client_cache::ClientCache::default()),
+            limiter: crate::ratelimit::Limiter::start(&config, redis.clone()),
         });
         tokio::spawn(housekeeping(state.pool.clone()));
         let port =
@@ -180,6 +181,8 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                // The last `.wrap` is outermost: request id → (security headers → CORS →) rate limit.
+                .wrap(middleware::from_fn(http::rate_limit::middleware))
                 .wrap(middleware::from_fn(http::request_id::middleware))
                 .configure(http::routes)
         })
