@@ -21,6 +21,7 @@ mod logout;
 mod mail;
 mod mfa;
 mod oidc_interop;
+mod rate_limits;
 mod refresh;
 mod refresh_reuse;
 mod revocation;
