@@ -79,7 +79,8 @@ pub fn refusal(limiter: &Limiter, decision: &Decision, kind: RouteKind) -> HttpR
     response
 }
 
-/// `RateLimit-Policy` and `RateLimit` for the buckets of `decision`.
+/// `RateLimit-Policy` and `RateLimit` for the buckets of `decision`, after the members a
+/// handler already put there (the token endpoint's per-client refusal).
 pub fn add_headers(headers: &mut HeaderMap, limiter: &Limiter, decision: &Decision) {
     if decision.outcomes.is_empty() {
         return;
@@ -89,8 +90,13 @@ pub fn add_headers(headers: &mut HeaderMap, limiter: &Limiter, decision: &Decisi
         (headers::RATELIMIT, headers::limit_value(limiter.policies(), decision)),
     ];
     for (name, value) in fields {
+        let name = HeaderName::from_static(name);
+        let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {value}"),
+            None => value,
+        };
         if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     }
 }
