@@ -150,7 +150,10 @@ async fn production_logs_are_json_lines_and_unused_variables_are_named() {
     // is named as turned off with it.
     assert!(output.contains("RATE_LIMIT_ENABLED=false in production"), "{output}");
     assert!(!output.contains("RATE_LIMIT_ENABLED is set but not acted on"), "{output}");
-    assert!(output.contains("RATE_LIMIT_MAX is set but RATE_LIMIT_ENABLED=false turns request rate limits off"), "{output}");
+    assert!(
+        output.contains("RATE_LIMIT_MAX is set but RATE_LIMIT_ENABLED=false turns request rate limits off"),
+        "{output}"
+    );
     assert!(!output.contains("NOT RUNNING IN PRODUCTION MODE"), "{output}");
     let log_lines: Vec<&str> = output.lines().filter(|l| l.starts_with('{')).collect();
     assert!(!log_lines.is_empty(), "JSON log lines expected:\n{output}");

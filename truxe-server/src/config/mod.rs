@@ -27,12 +27,7 @@ use source::Reader;
 
 /// Variables that are read and checked but not yet acted on by the server. Each one that is
 /// set is reported at start; a name leaves this list when its feature lands.
-pub const NOT_ACTED_ON: &[&str] = &[
-    "BCRYPT_ROUNDS",
-    "ALLOWED_ORIGINS",
-    "SENTRY_DSN",
-    "DATADOG_API_KEY",
-];
+pub const NOT_ACTED_ON: &[&str] = &["BCRYPT_ROUNDS", "ALLOWED_ORIGINS", "SENTRY_DSN", "DATADOG_API_KEY"];
 
 /// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
 pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
@@ -703,9 +698,13 @@ fn read_rate_limit(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> RateLimitC
                 warnings.push(format!("{name} is set but RATE_LIMIT_ENABLED=false turns the magic-link limit off"));
             }
         }
-        for name in
-            ["RATE_LIMIT_WINDOW", "RATE_LIMIT_MAX", "OAUTH_RATE_LIMIT_WINDOW", "OAUTH_RATE_LIMIT_MAX", "RATE_LIMIT_ENDPOINTS"]
-        {
+        for name in [
+            "RATE_LIMIT_WINDOW",
+            "RATE_LIMIT_MAX",
+            "OAUTH_RATE_LIMIT_WINDOW",
+            "OAUTH_RATE_LIMIT_MAX",
+            "RATE_LIMIT_ENDPOINTS",
+        ] {
             if r.is_set(name) {
                 warnings.push(format!("{name} is set but RATE_LIMIT_ENABLED=false turns request rate limits off"));
             }

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpResponse, web};
 use serde_json::json;
@@ -34,8 +34,13 @@ pub async fn middleware(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let key = ip.to_string();
-    let checks: Vec<Check> =
-        state.limiter.policies().for_route(route).into_iter().map(|policy| Check { policy, key: key.clone() }).collect();
+    let checks: Vec<Check> = state
+        .limiter
+        .policies()
+        .for_route(route)
+        .into_iter()
+        .map(|policy| Check { policy, key: key.clone() })
+        .collect();
     let decision = state.limiter.check(&checks).await;
     if !decision.allowed() {
         log_refusal(&state.limiter, &decision, ip, req.path(), None);

@@ -78,7 +78,10 @@ mod tests {
                 Outcome { policy: GLOBAL, remaining: 99, reset: Duration::from_micros(8_999_999), refused: false },
             ],
         };
-        assert_eq!(policy_value(&policies, &decision), "\"token\";q=40;w=120, \"oauth\";q=50;w=900, \"global\";q=100;w=900");
+        assert_eq!(
+            policy_value(&policies, &decision),
+            "\"token\";q=40;w=120, \"oauth\";q=50;w=900, \"global\";q=100;w=900"
+        );
         assert_eq!(limit_value(&policies, &decision), "\"token\";r=0;t=3, \"oauth\";r=49;t=18, \"global\";r=99;t=9");
         assert_eq!(whole_seconds(Duration::ZERO), 1);
         assert_eq!(whole_seconds(Duration::from_secs(4)), 4);

@@ -21,14 +21,15 @@ pub struct LocalLimiter {
 fn quota(policy: &Policy) -> Quota {
     let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
     // `Policy` never has a zero interval; one microsecond stands in for it if it did.
-    Quota::with_period(policy.interval)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-        .allow_burst(burst)
+    Quota::with_period(policy.interval).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX)).allow_burst(burst)
 }
 
 impl LocalLimiter {
     pub fn new(policies: &Policies) -> Self {
-        let limiters = policies.iter().map(|p| RateLimiter::dashmap(quota(p)).with_middleware::<StateInformationMiddleware>()).collect();
+        let limiters = policies
+            .iter()
+            .map(|p| RateLimiter::dashmap(quota(p)).with_middleware::<StateInformationMiddleware>())
+            .collect();
         LocalLimiter { limiters, clock: DefaultClock::default() }
     }
 

@@ -65,10 +65,7 @@ impl SharedLimiter {
         for check in checks {
             let policy = policies.get(check.policy);
             let interval = u64::try_from(policy.interval.as_micros()).unwrap_or(u64::MAX).max(1);
-            invocation
-                .key(format!("{}{}:{}", self.key_prefix, policy.name, check.key))
-                .arg(interval)
-                .arg(policy.burst);
+            invocation.key(format!("{}{}:{}", self.key_prefix, policy.name, check.key)).arg(interval).arg(policy.burst);
         }
         let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
         let answer: Vec<i64> = invocation.invoke_async(&mut *conn).await.map_err(|e| e.to_string())?;
