@@ -271,7 +271,6 @@ async fn one_code_redeemed_on_three_instances_at_once_succeeds_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the ratelimit branch; the lead un-ignores it at merge"]
 async fn rate_limits_are_counted_across_instances() {
     const BURST: usize = 3;
     let cluster = Cluster::start(&[("RATE_LIMIT_ENABLED", "true"), ("RATE_LIMIT_ENDPOINTS", "token=3:3")]).await;

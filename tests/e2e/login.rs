@@ -37,6 +37,11 @@ async fn start(backend: Backend, sink: &SmtpSink, extra: &[(&str, &str)]) -> Tes
     TestServer::start_with(backend, &vars).await
 }
 
+/// The magic-link limit on (the test configuration turns rate limiting off), with request
+/// limits far above what these tests send.
+const MAGIC_LINK_LIMIT_ON: [(&str, &str); 3] =
+    [("RATE_LIMIT_ENABLED", "true"), ("RATE_LIMIT_MAX", "100000"), ("OAUTH_RATE_LIMIT_MAX", "100000")];
+
 fn pool(server: &TestServer) -> store::Pool {
     let config = config_from(&[("DATABASE_URL", &server.db.url)], &server.db.dir);
     store::connect(&config.database).expect("connect to the server's database")
@@ -352,7 +357,7 @@ on_both_backends! {
 
     async fn magic_links_do_not_reveal_accounts_and_are_rate_limited(backend: Backend) {
         let sink = SmtpSink::start().await;
-        let server = start(backend, &sink, &[]).await;
+        let server = start(backend, &sink, &MAGIC_LINK_LIMIT_ON).await;
         let pool = pool(&server);
         create_user(&pool, "bob@example.com");
         let disabled = create_user(&pool, "carol@example.com");
@@ -960,7 +965,9 @@ on_both_backends! {
         const REQUESTS: usize = 20;
         let sink = SmtpSink::start().await;
         // A connection for every request, so that none waits for another's to be returned.
-        let server = start(backend, &sink, &[("DATABASE_POOL_MAX", "24")]).await;
+        let mut vars = MAGIC_LINK_LIMIT_ON.to_vec();
+        vars.push(("DATABASE_POOL_MAX", "24"));
+        let server = start(backend, &sink, &vars).await;
         let pool = pool(&server);
         create_user(&pool, "kim@example.com");
         // Twenty browsers with their own CSRF cookie and token, all sending at once.
@@ -1001,8 +1008,9 @@ on_both_backends! {
     async fn the_magic_link_limit_is_configurable_and_can_be_turned_off(backend: Backend) {
         // Two links per hour: links older than the hour do not count, one inside it does.
         let sink = SmtpSink::start().await;
-        let server =
-            start(backend, &sink, &[("TRUXE_MAGIC_LINK_LIMIT", "2"), ("TRUXE_MAGIC_LINK_WINDOW", "1h")]).await;
+        let mut vars = MAGIC_LINK_LIMIT_ON.to_vec();
+        vars.extend([("TRUXE_MAGIC_LINK_LIMIT", "2"), ("TRUXE_MAGIC_LINK_WINDOW", "1h")]);
+        let server = start(backend, &sink, &vars).await;
         let limited_pool = pool(&server);
         create_user(&limited_pool, "lee@example.com");
         {

@@ -23,6 +23,7 @@ mod mail;
 mod mfa;
 mod nginx;
 mod oidc_interop;
+mod rate_limits;
 mod redis_failure;
 mod refresh;
 mod refresh_reuse;

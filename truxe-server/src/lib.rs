@@ -11,6 +11,7 @@ pub mod mail;
 pub mod mfa;
 pub mod model;
 pub mod oauth;
+pub mod ratelimit;
 pub mod secret;
 pub mod service;
 pub mod shared;

@@ -180,6 +180,7 @@ impl Application {
             config: config.clone(),
             pool,
             backend,
+            limiter: crate::ratelimit::Limiter::start(&config, redis.clone()),
             redis,
             shared,
             signing_key: Arc::new(credentials.signing_key),
@@ -198,6 +199,8 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                // The last `.wrap` is outermost: request id → (security headers → CORS →) rate limit.
+                .wrap(middleware::from_fn(http::rate_limit::middleware))
                 .wrap(middleware::from_fn(http::request_id::middleware))
                 .configure(http::routes)
         })

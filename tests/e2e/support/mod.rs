@@ -118,7 +118,9 @@ pub fn test_key_pem() -> String {
 }
 
 /// A configuration for tests: the test database, a data directory in the test's temp dir,
-/// the shared key, quiet logs; `extra` overrides.
+/// the shared key, quiet logs, rate limits off (`RATE_LIMIT_ENABLED=false`: tests of other
+/// features send more requests than a production limit allows; `tests/e2e/rate_limits.rs` and
+/// the magic-link-limit tests turn them on); `extra` overrides.
 pub fn config_from(extra: &[(&str, &str)], dir: &TempDir) -> Config {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("TRUXE_DATA_DIR".into(), dir.path().join("data").display().to_string()),
@@ -126,6 +128,7 @@ pub fn config_from(extra: &[(&str, &str)], dir: &TempDir) -> Config {
         ("JWT_ISSUER".into(), "http://127.0.0.1:3001".into()),
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("LOG_LEVEL".into(), "warn".into()),
+        ("RATE_LIMIT_ENABLED".into(), "false".into()),
     ]);
     for (k, v) in extra {
         vars.insert((*k).to_string(), (*v).to_string());

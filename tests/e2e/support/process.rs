@@ -105,6 +105,10 @@ impl ServerProcess {
         let port_text = port.to_string();
         let mut env = env.to_vec();
         env.push(("PORT", &port_text));
+        // As in `config_from`: limits off unless the test sets them.
+        if !env.iter().any(|(name, _)| *name == "RATE_LIMIT_ENABLED") {
+            env.push(("RATE_LIMIT_ENABLED", "false"));
+        }
         let mut child = clean_command("truxe-server", cwd, &env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -27,17 +27,7 @@ use source::Reader;
 
 /// Variables that are read and checked but not yet acted on by the server. Each one that is
 /// set is reported at start; a name leaves this list when its feature lands.
-pub const NOT_ACTED_ON: &[&str] = &[
-    "BCRYPT_ROUNDS",
-    "ALLOWED_ORIGINS",
-    "RATE_LIMIT_WINDOW",
-    "RATE_LIMIT_MAX",
-    "OAUTH_RATE_LIMIT_WINDOW",
-    "OAUTH_RATE_LIMIT_MAX",
-    "RATE_LIMIT_ENDPOINTS",
-    "SENTRY_DSN",
-    "DATADOG_API_KEY",
-];
+pub const NOT_ACTED_ON: &[&str] = &["BCRYPT_ROUNDS", "ALLOWED_ORIGINS", "SENTRY_DSN", "DATADOG_API_KEY"];
 
 /// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
 pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
@@ -76,6 +66,9 @@ pub struct Config {
     pub bcrypt_rounds: u32,
     pub allowed_origins: Vec<String>,
     pub rate_limit: RateLimitConfig,
+    /// `TRUST_PROXY`: the proxies whose `X-Forwarded-For` / `Forwarded` name the client
+    /// (`http::client_ip`); empty: the socket address is the client.
+    pub trust_proxy: Vec<ipnet::IpNet>,
     /// One of trace, debug, info, warn, error.
     pub log_level: String,
     pub sentry_dsn: Option<Secret<String>>,
@@ -176,7 +169,7 @@ pub struct SmtpConfig {
 
 #[derive(Clone, Debug)]
 pub struct RateLimitConfig {
-    /// `RATE_LIMIT_ENABLED`; `false` turns every limit off (today: the magic-link limit).
+    /// `RATE_LIMIT_ENABLED`; `false` turns every limit off (requests and magic links).
     pub enabled: bool,
     pub window: Duration,
     pub max: u32,
@@ -288,6 +281,7 @@ impl Config {
         let bcrypt_rounds = r.number("BCRYPT_ROUNDS", 12, 4..=31);
         let allowed_origins = read_origins(&mut r);
         let rate_limit = read_rate_limit(&mut r, &mut warnings);
+        let trust_proxy = read_trust_proxy(&mut r);
         let log_level = r.parse("LOG_LEVEL", "info".to_string(), parse_log_level);
         let sentry_dsn = r.raw("SENTRY_DSN").map(Secret::new);
         let datadog_api_key = r.raw("DATADOG_API_KEY").map(Secret::new);
@@ -316,6 +310,7 @@ impl Config {
             bcrypt_rounds,
             allowed_origins,
             rate_limit,
+            trust_proxy,
             log_level,
             sentry_dsn,
             datadog_api_key,
@@ -703,6 +698,17 @@ fn read_rate_limit(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> RateLimitC
                 warnings.push(format!("{name} is set but RATE_LIMIT_ENABLED=false turns the magic-link limit off"));
             }
         }
+        for name in [
+            "RATE_LIMIT_WINDOW",
+            "RATE_LIMIT_MAX",
+            "OAUTH_RATE_LIMIT_WINDOW",
+            "OAUTH_RATE_LIMIT_MAX",
+            "RATE_LIMIT_ENDPOINTS",
+        ] {
+            if r.is_set(name) {
+                warnings.push(format!("{name} is set but RATE_LIMIT_ENABLED=false turns request rate limits off"));
+            }
+        }
     }
     RateLimitConfig {
         enabled,
@@ -713,6 +719,32 @@ fn read_rate_limit(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> RateLimitC
         endpoints,
         magic_link,
     }
+}
+
+/// `TRUST_PROXY=10.0.0.0/8,127.0.0.1`: CIDRs, or single addresses (a /32 or /128).
+fn read_trust_proxy(r: &mut Reader<'_>) -> Vec<ipnet::IpNet> {
+    let Some(list) = r.string("TRUST_PROXY") else {
+        return Vec::new();
+    };
+    let mut proxies = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match parse_proxy(item) {
+            Some(net) => proxies.push(net),
+            None => r.error(
+                "TRUST_PROXY",
+                format_args!("{item:?} is not an IP address or CIDR (example: 10.0.0.0/8,127.0.0.1,::1)"),
+            ),
+        }
+    }
+    proxies
+}
+
+/// One `TRUST_PROXY` entry; the network's host bits are dropped (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_proxy(item: &str) -> Option<ipnet::IpNet> {
+    item.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .ok()
+        .or_else(|| item.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// `TRUXE_MAGIC_LINK_LIMIT` (1 to 1000 links) per `TRUXE_MAGIC_LINK_WINDOW` (`1s` to `24h`; a bare

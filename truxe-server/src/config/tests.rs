@@ -690,7 +690,24 @@ fn the_magic_link_limit_is_configurable_and_off_with_rate_limiting() {
     );
     assert!(!NOT_ACTED_ON.contains(&"RATE_LIMIT_ENABLED"));
     let c = ok(&[("RATE_LIMIT_ENABLED", "false"), ("RATE_LIMIT_MAX", "10")]);
-    assert_eq!(c.warnings, ["RATE_LIMIT_MAX is set but not acted on by this version of Truxe"]);
+    assert_eq!(c.warnings, ["RATE_LIMIT_MAX is set but RATE_LIMIT_ENABLED=false turns request rate limits off"]);
+    for name in ["RATE_LIMIT_WINDOW", "RATE_LIMIT_MAX", "OAUTH_RATE_LIMIT_WINDOW", "OAUTH_RATE_LIMIT_MAX"] {
+        assert!(!NOT_ACTED_ON.contains(&name), "{name}");
+    }
+}
+
+#[test]
+fn trusted_proxies_are_cidrs_or_addresses() {
+    assert!(ok(&[]).trust_proxy.is_empty());
+    let c = ok(&[("TRUST_PROXY", " 10.0.0.0/8, 127.0.0.1 ,::1, fd00::/8, 192.168.1.7/24")]);
+    let nets: Vec<String> = c.trust_proxy.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "::1/128", "fd00::/8", "192.168.1.0/24"]);
+    let list = errors(&[("TRUST_PROXY", "10.0.0.0/8,10.0.0.300,nginx,10.0.0.0/33")]);
+    assert_eq!(list.len(), 3, "{list:#?}");
+    assert!(list.iter().all(|m| m.starts_with("TRUST_PROXY: ")), "{list:#?}");
+    assert!(list[0].contains("\"10.0.0.300\""), "{list:#?}");
+    assert!(list[1].contains("\"nginx\""), "{list:#?}");
+    assert!(list[2].contains("\"10.0.0.0/33\""), "{list:#?}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod admin;
 mod authorize;
 pub mod body;
+pub mod client_ip;
 mod consents;
 pub mod csrf;
 mod discovery;
@@ -13,6 +14,7 @@ mod introspect;
 mod jwks;
 mod login;
 pub mod pages;
+pub mod rate_limit;
 pub mod request_id;
 pub mod request_meta;
 mod revoke;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Clients recently read, for the token, introspection and revocation endpoints.
     pub clients: Arc<crate::client_cache::ClientCache>,
+    /// Request rate limits (in process, or shared through Redis).
+    pub limiter: Arc<crate::ratelimit::Limiter>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

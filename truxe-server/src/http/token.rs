@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::AppState;
 use super::body::{self, BodyError};
 use super::error::{oauth_error_response, storage_failure};
+use super::rate_limit;
 use super::request_meta::RequestMeta;
 use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
@@ -20,21 +21,38 @@ use crate::jwt::TokenKeys;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::{self, ClientCredentials};
 use crate::oauth::form::Form;
-use crate::service::token::{self, Context, TokenError, TokenRequest, client_credentials};
+use crate::ratelimit::{Check, RouteKind};
+use crate::service::token::{self, Context, PublicClients, TokenError, TokenRequest, client_credentials};
 use crate::store::{self, AnyConnection, StoreError};
 
 pub async fn token(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     match issue(&req, &state, payload).await {
         Ok(response) => no_store_json(&response),
-        Err(error) => oauth_error_response(&error),
+        Err(Refused::OAuth(error)) => oauth_error_response(&error),
+        Err(Refused::RateLimited(response)) => response,
     }
 }
 
-async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<token::TokenResponse, OAuthError> {
+/// Why no token was issued: an OAuth error, or the client's own rate limit.
+enum Refused {
+    OAuth(OAuthError),
+    RateLimited(HttpResponse),
+}
+
+impl From<OAuthError> for Refused {
+    fn from(error: OAuthError) -> Self {
+        Refused::OAuth(error)
+    }
+}
+
+async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<token::TokenResponse, Refused> {
     let form = read_form(req, payload).await?;
     let credentials = client_credentials(req, &form)?;
     let request = TokenRequest::parse(&form)?;
     token::precheck(&credentials)?;
+    if let Some(refusal) = client_limit(req, state, &credentials).await {
+        return Err(Refused::RateLimited(refusal));
+    }
     let call = Call::new(req, state)?;
     match request {
         // The hot path of machine clients: no connection is taken unless the client is not cached.
@@ -46,6 +64,42 @@ async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Re
         }
         request => call.run(state, move |conn, ctx| token::issue(conn, ctx, &credentials, &request)).await,
     }
+    .map_err(Refused::OAuth)
+}
+
+/// The token endpoint's limit per client (`token-client`, the token endpoint's numbers keyed on
+/// the client), so that one client cannot starve the others. Counted only for a client that
+/// proved its secret: a bucket keyed on a client_id anyone may send would let anyone empty a
+/// victim's bucket (public clients and failed authentications are held by the IP limits). The
+/// kernel authenticates again; a cached client costs one HMAC here.
+async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientCredentials) -> Option<HttpResponse> {
+    if !state.config.rate_limit.enabled || credentials.secret().is_none() {
+        return None;
+    }
+    let client_id = credentials.client_id().to_string();
+    let clock = Instant::now();
+    let client = match state.clients.get(&client_id, clock) {
+        Some(client) => client,
+        None => {
+            let (clients, pool, id) = (state.clients.clone(), state.pool.clone(), client_id.clone());
+            let loaded = tokio::task::spawn_blocking(move || {
+                clients.get_or_load(&id, clock, || crate::service::clients::find(&mut *pool.get()?, &id))
+            })
+            .await;
+            // A failure to load is the kernel's to report, with its own mapping.
+            loaded.ok()?.ok()??
+        }
+    };
+    let secret_key = state.client_secret_key.secret();
+    token::authenticate(Some(client), credentials, secret_key, store::unix_now(), PublicClients::Allowed).ok()?;
+    let checks = [Check { policy: crate::ratelimit::policy::TOKEN_CLIENT, key: client_id.clone() }];
+    let decision = state.limiter.check(&checks).await;
+    if decision.allowed() {
+        return None;
+    }
+    let ip = super::request_meta::client_ip(req).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    rate_limit::log_refusal(&state.limiter, &decision, ip, req.path(), Some(&client_id));
+    Some(rate_limit::refusal(&state.limiter, &decision, RouteKind::OAuth))
 }
 
 fn authorization(req: &HttpRequest) -> Option<&str> {
