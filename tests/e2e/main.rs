@@ -25,6 +25,7 @@ mod refresh;
 mod refresh_reuse;
 mod revocation;
 mod startup_errors;
+mod tls;
 mod token_rules;
 mod tokens;
 mod userinfo;

@@ -65,17 +65,24 @@ pub fn connect(config: &RedisConfig) -> Result<RedisPool, RedisError> {
     Ok(bb8::Pool::builder()
         .max_size(16)
         .connection_timeout(Duration::from_secs(2))
-        // A failed connect answers with its reason (a certificate that does not verify, a
-        // refused connection) instead of bb8 retrying until "timed out".
+        // A failed connect is not retried inside one checkout: the next checkout tries again.
         .retry_connection(false)
         .build_unchecked(manager))
 }
 
 pub async fn ping(pool: &RedisPool) -> Result<(), RedisError> {
-    let mut conn = pool.get().await.map_err(|e| match e {
-        bb8::RunError::User(e) => e,
-        bb8::RunError::TimedOut => RedisError::Command("no connection within 2 s".to_string()),
-    })?;
+    let mut conn = match pool.get().await {
+        Ok(conn) => conn,
+        Err(bb8::RunError::User(e)) => return Err(e),
+        // bb8 keeps the reason a connect failed to itself: one direct attempt tells it
+        // (a certificate that does not verify, a refused connection).
+        Err(bb8::RunError::TimedOut) => {
+            return Err(match pool.dedicated_connection().await {
+                Err(e) => e,
+                Ok(_) => RedisError::Command("no pooled connection free within 2 s".to_string()),
+            });
+        }
+    };
     let pong: String =
         redis::cmd("PING").query_async(&mut *conn).await.map_err(|e| RedisError::Command(e.to_string()))?;
     if pong == "PONG" { Ok(()) } else { Err(RedisError::Command(format!("unexpected PING answer {pong:?}"))) }
