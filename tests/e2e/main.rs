@@ -13,6 +13,7 @@ mod code_flow;
 mod codes;
 mod consents;
 mod foundation;
+mod guide_env;
 mod interop;
 mod introspection;
 mod introspection_rules;
