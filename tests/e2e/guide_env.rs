@@ -14,7 +14,9 @@ use truxe_server::config::Config;
 
 use crate::support::process::ServerProcess;
 use crate::support::smtp::{SinkTls, SmtpSink};
-use crate::support::{agent, ca_file, free_port, postgres_admin_url, set_cookie, test_key, tls_cert_file, tls_key_file};
+use crate::support::{
+    agent, ca_file, free_port, postgres_admin_url, set_cookie, test_key, tls_cert_file, tls_key_file,
+};
 
 const GUIDE_ENV: &str = include_str!("fixtures/guide.env.production");
 const WAIT: Duration = Duration::from_secs(15);
@@ -74,9 +76,11 @@ impl TlsRedis {
         // Ready when an authenticated PING over TLS answers.
         let url = format!("rediss://:{password}@127.0.0.1:{port}/");
         let pem = std::fs::read(ca_file()).expect("CA");
-        let client =
-            redis::Client::build_with_tls(url.as_str(), redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
-                .expect("client");
+        let client = redis::Client::build_with_tls(
+            url.as_str(),
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
+        )
+        .expect("client");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await

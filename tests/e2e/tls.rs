@@ -59,18 +59,15 @@ async fn assert_works_over_tls(server: &TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_with_database_ssl_and_a_private_ca() {
     let ca = ca_file();
-    let server =
-        token_server(Backend::Postgres, &[("DATABASE_SSL", "true"), ("DATABASE_SSL_CA", &ca)]).await;
+    let server = token_server(Backend::Postgres, &[("DATABASE_SSL", "true"), ("DATABASE_SSL_CA", &ca)]).await;
     assert_works_over_tls(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_tls_without_verification_for_a_self_signed_certificate() {
-    let server = token_server(
-        Backend::Postgres,
-        &[("DATABASE_SSL", "true"), ("DATABASE_SSL_REJECT_UNAUTHORIZED", "false")],
-    )
-    .await;
+    let server =
+        token_server(Backend::Postgres, &[("DATABASE_SSL", "true"), ("DATABASE_SSL_REJECT_UNAUTHORIZED", "false")])
+            .await;
     assert_works_over_tls(&server).await;
 }
 
@@ -265,6 +262,10 @@ async fn an_smtp_certificate_that_does_not_verify_is_refused() {
         assert!(!message.contains("s3cret"), "{message}");
         sink.wait_for_handshake_failure(WAIT).await;
         assert!(sink.messages().is_empty(), "no mail was sent");
-        assert!(!sink.commands().iter().any(|c| c.starts_with("AUTH") || c.starts_with("MAIL")), "{:?}", sink.commands());
+        assert!(
+            !sink.commands().iter().any(|c| c.starts_with("AUTH") || c.starts_with("MAIL")),
+            "{:?}",
+            sink.commands()
+        );
     }
 }

@@ -229,7 +229,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
         let logged = if verb == "AUTH" { "AUTH [redacted]".to_string() } else { line.clone() };
         state.commands.lock().expect("commands").push(logged);
-        if phase == Phase::OfferStartTls && !matches!(verb.as_str(), "EHLO" | "HELO" | "STARTTLS" | "NOOP" | "RSET" | "QUIT")
+        if phase == Phase::OfferStartTls
+            && !matches!(verb.as_str(), "EHLO" | "HELO" | "STARTTLS" | "NOOP" | "RSET" | "QUIT")
         {
             reader.get_mut().write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n").await?;
             continue;

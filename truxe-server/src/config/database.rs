@@ -46,7 +46,12 @@ impl DatabaseUrl {
     /// one: `verify-full` when certificates are checked (`DATABASE_SSL_REJECT_UNAUTHORIZED`,
     /// the default), `require` otherwise. Verifying, it names the root certificates unless the
     /// URL does: `ca` (`DATABASE_SSL_CA`), else the system trust store. `None` for SQLite.
-    pub fn postgres_connection_string(&self, ssl: bool, reject_unauthorized: bool, ca: Option<&Path>) -> Option<String> {
+    pub fn postgres_connection_string(
+        &self,
+        ssl: bool,
+        reject_unauthorized: bool,
+        ca: Option<&Path>,
+    ) -> Option<String> {
         let DatabaseUrl::Postgres(url) = self else {
             return None;
         };

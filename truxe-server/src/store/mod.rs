@@ -100,10 +100,9 @@ impl StoreError {
     pub fn failure(&self) -> Failure {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
-            StoreError::Pool(_)
-            | StoreError::Unreachable { .. }
-            | StoreError::Tls { .. }
-            | StoreError::Cancelled => Failure::Unavailable,
+            StoreError::Pool(_) | StoreError::Unreachable { .. } | StoreError::Tls { .. } | StoreError::Cancelled => {
+                Failure::Unavailable
+            }
             StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _))
             | StoreError::Query(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _))
             | StoreError::Query(Error::BrokenTransactionManager) => Failure::Unavailable,
@@ -305,7 +304,11 @@ pub fn connect_one(config: &DatabaseConfig) -> Result<AnyConnection, StoreError>
         if is_tls_failure(&message) {
             StoreError::Tls { target: config.url.redacted(), reason: one_line(&message) }
         } else {
-            StoreError::Unreachable { target: config.url.redacted(), waited: Duration::ZERO, last_error: one_line(&message) }
+            StoreError::Unreachable {
+                target: config.url.redacted(),
+                waited: Duration::ZERO,
+                last_error: one_line(&message),
+            }
         }
     })?;
     if let AnyConnection::Sqlite(c) = &mut conn {
