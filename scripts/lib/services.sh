@@ -317,6 +317,42 @@ ensure_chromium() {
     fi
 }
 
+# --- nginx (tests/e2e/nginx.rs) -------------------------------------------------------------------
+
+# The nginx test runs Debian's nginx binary as a child process with a config of its own; the
+# system's nginx service is never used. Exports TRUXE_TEST_NGINX (the binary: /usr/sbin is not on
+# every user's PATH). As root it installs the `nginx` package when missing; Debian's postinst would
+# start the system nginx on port 80, so a temporary /usr/sbin/policy-rc.d (exit 101: "do not start
+# services") is in place during the install unless one already is, and the service is disabled
+# afterwards so that it does not start at the next boot either.
+ensure_nginx() {
+    local bin
+    bin=$(command -v nginx 2>/dev/null || true)
+    [ -n "$bin" ] || [ ! -x /usr/sbin/nginx ] || bin=/usr/sbin/nginx
+    if [ -z "$bin" ]; then
+        is_root || die "nginx is missing and we are not root: install Debian's 'nginx' package (its service need not run: the test starts an nginx of its own)"
+        local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\n# scripts/test: no service starts while it installs nginx\nexit 101\n' >"$policy"
+            chmod 755 "$policy"
+            ours=1
+        fi
+        (apt_install nginx) || rc=$?
+        [ "$ours" -eq 0 ] || rm -f -- "$policy"
+        [ "$rc" -eq 0 ] || die "installing nginx failed"
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl disable --quiet nginx.service >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            update-rc.d nginx disable >/dev/null 2>&1 || true
+        fi
+        svc_log "installed nginx; its system service is disabled (the tests start their own)"
+        [ -x /usr/sbin/nginx ] || die "nginx still missing after installing the 'nginx' package"
+        bin=/usr/sbin/nginx
+    fi
+    export TRUXE_TEST_NGINX=$bin
+}
+
 # --- cleanup (trap EXIT) -------------------------------------------------------------------------
 
 services_cleanup() {

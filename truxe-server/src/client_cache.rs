@@ -1,10 +1,13 @@
-//! A short-lived in-process cache of registered clients, in front of the database on the
-//! token, introspection and revocation paths.
+//! The cache of registered clients in front of the database on the token, introspection and
+//! revocation paths: a short-lived first level in the process, then (with `REDIS_URL`) the
+//! second level every instance shares ([`crate::shared::clients`], 15 minutes), then the
+//! database.
 //!
-//! This instance's admin API invalidates an entry the moment it changes the client; changes made
-//! elsewhere (another instance, `truxectl --database-url`) are seen within [`CLIENT_CACHE_TTL`].
-//! Only clients that exist are cached: an unknown `client_id` always goes to the database, so a
-//! client registered a moment ago is never refused.
+//! A change through any instance's admin API or `truxectl` drops the client from Redis and, by
+//! the announcement every instance follows, from each first level at once. Without Redis, or
+//! while its subscription is broken, a change made elsewhere is seen within
+//! [`CLIENT_CACHE_TTL`]. Only clients that exist are cached: an unknown `client_id` always goes
+//! to the database, so a client registered a moment ago is never refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::model::ClientId;
 use crate::model::client::Client;
+use crate::shared::SharedRedis;
+use crate::shared::clients::{self as shared_clients, Lookup};
 
 /// How long a client read from the database is trusted: a client suspended or deleted on another
 /// instance, or on the database directly, is refused everywhere within this time.
@@ -28,6 +33,8 @@ pub struct ClientCache {
     generation: AtomicU64,
     ttl: Duration,
     capacity: usize,
+    /// The second level, when Redis is configured.
+    shared: Option<Arc<SharedRedis>>,
 }
 
 #[derive(Debug)]
@@ -44,7 +51,18 @@ impl Default for ClientCache {
 
 impl ClientCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { entries: RwLock::new(HashMap::new()), generation: AtomicU64::new(0), ttl, capacity: capacity.max(1) }
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            ttl,
+            capacity: capacity.max(1),
+            shared: None,
+        }
+    }
+
+    /// The same cache with Redis as its second level.
+    pub fn with_shared(self, shared: Arc<SharedRedis>) -> Self {
+        Self { shared: Some(shared), ..self }
     }
 
     /// The cached client, while it is younger than the TTL at `now`.
@@ -54,7 +72,9 @@ impl ClientCache {
         self.is_fresh(entry, now).then(|| entry.client.clone())
     }
 
-    /// The client from the cache, else from `load` (whose answer is cached when it is a client).
+    /// The client from the first level, else from Redis, else from `load` (the database; its
+    /// answer is cached at both levels when it is a client). Blocking: call it where database
+    /// work runs (a Redis call waits at most [`crate::shared::CALL_TIMEOUT`]).
     pub fn get_or_load<E>(
         &self,
         client_id: &str,
@@ -64,8 +84,21 @@ impl ClientCache {
         if let Some(client) = self.get(client_id, now) {
             return Ok(Some(client));
         }
+        // Read before the lower levels: an invalidation from here on keeps their answer out.
         let generation = self.generation.load(Ordering::Acquire);
-        Ok(load()?.map(|client| self.insert_unless_invalidated(client, now, generation)))
+        let fill = match &self.shared {
+            Some(shared) => match shared_clients::lookup(shared, client_id) {
+                Lookup::Hit(client) => return Ok(Some(self.insert_unless_invalidated(*client, now, generation))),
+                Lookup::Miss { version } => Some((shared, version)),
+                Lookup::Unavailable => None,
+            },
+            None => None,
+        };
+        let loaded = load()?;
+        if let (Some(client), Some((shared, version))) = (&loaded, fill) {
+            shared_clients::fill(shared, client, &version);
+        }
+        Ok(loaded.map(|client| self.insert_unless_invalidated(client, now, generation)))
     }
 
     pub fn insert(&self, client: Client, now: Instant) -> Arc<Client> {
@@ -100,6 +133,22 @@ impl ClientCache {
         entries.remove(client_id);
     }
 
+    /// Forgets every client: announcements may have been missed (a (re)subscription).
+    pub fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
+    /// After this instance changed `client_id` in the database: forgets it here and tells every
+    /// other instance (through Redis, retried in the background when Redis fails).
+    pub async fn changed(&self, client_id: &str) {
+        self.invalidate(client_id);
+        if let Some(shared) = &self.shared {
+            shared_clients::announce_change(shared, client_id).await;
+        }
+    }
+
     fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
         now.saturating_duration_since(entry.loaded_at) < self.ttl
     }
@@ -108,7 +157,7 @@ impl ClientCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::client::AuthMethod;
+    use crate::model::client::{AuthMethod, GrantType};
     use crate::oauth::scope::ScopeSet;
 
     fn client(id: &str) -> Client {
@@ -158,6 +207,50 @@ mod tests {
 
         cache.invalidate("cl_new");
         assert!(cache.get("cl_new", now).is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_an_announcement_or_a_resubscription_is_not_kept() {
+        let cache = ClientCache::default();
+        let now = Instant::now();
+        // The change arrives (pub/sub) while the lower levels are being read: their answer may
+        // be the old client, so it is returned but not cached.
+        let raced = cache
+            .get_or_load("cl_a", now, || {
+                cache.invalidate("cl_a");
+                Ok::<_, ()>(Some(client("cl_a")))
+            })
+            .expect("load");
+        assert!(raced.is_some());
+        assert!(cache.get("cl_a", now).is_none(), "not kept after an invalidation during the read");
+
+        cache.insert(client("cl_b"), now);
+        let raced = cache
+            .get_or_load("cl_c", now, || {
+                cache.clear();
+                Ok::<_, ()>(Some(client("cl_c")))
+            })
+            .expect("load");
+        assert!(raced.is_some());
+        assert!(cache.get("cl_c", now).is_none() && cache.get("cl_b", now).is_none(), "a resubscription clears all");
+        cache.get_or_load("cl_c", now, || Ok::<_, ()>(Some(client("cl_c")))).expect("load");
+        assert!(cache.get("cl_c", now).is_some(), "the next read is cached again");
+    }
+
+    #[test]
+    fn the_shared_form_round_trips() {
+        let mut original = client("cl_json");
+        original.grant_types = vec![GrantType::ClientCredentials, GrantType::RefreshToken];
+        original.allowed_scopes = ScopeSet::parse("openid orders:read").expect("scopes");
+        original.status = crate::model::client::ClientStatus::Suspended;
+        original.token_endpoint_auth_method = AuthMethod::None;
+        let json = serde_json::to_string(&original).expect("json");
+        assert!(
+            json.contains("\"suspended\"") && json.contains("\"client_credentials\"") && json.contains("\"none\""),
+            "{json}"
+        );
+        let back: Client = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, original);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod model;
 pub mod oauth;
 pub mod secret;
 pub mod service;
+pub mod shared;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

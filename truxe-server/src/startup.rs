@@ -9,6 +9,8 @@ use actix_web::{App, HttpServer, middleware, web};
 use crate::config::{Config, ConfigErrors, DatabaseUrl};
 use crate::datadir::{self, DataDirError};
 use crate::http::{self, AppState};
+use crate::shared::SharedRedis;
+use crate::shared::clients as shared_clients;
 use crate::store::{self, StoreError, migrations, redis::RedisError};
 
 /// Exit status for configuration problems (sysexits EX_CONFIG); the systemd unit does not
@@ -111,7 +113,7 @@ impl Application {
         let pool = {
             let database = config.database.clone();
             tracing::info!(database = %database.url.redacted(), "connecting to the database");
-            blocking(move || store::connect(&database)).await??
+            blocking(move || store::connect_instance(&database)).await??
         };
         let backend = match config.database.url {
             DatabaseUrl::Postgres(_) => store::Backend::Postgres,
@@ -157,6 +159,21 @@ impl Application {
             }
             None => None,
         };
+        let shared = match (&redis, &config.redis) {
+            (Some(pool), Some(redis_config)) => Some(SharedRedis::new(pool.clone(), redis_config.clone())),
+            _ => None,
+        };
+        let mut clients = crate::client_cache::ClientCache::default();
+        if let Some(shared) = &shared {
+            clients = clients.with_shared(shared.clone());
+        }
+        let clients = Arc::new(clients);
+        if let Some(shared) = &shared {
+            tokio::spawn(shared_clients::follow_changes(shared.clone(), clients.clone()));
+            tokio::spawn(shared_clients::retry_pending(shared.clone()));
+        } else if backend == store::Backend::Postgres {
+            warn_about_other_instances(&pool).await;
+        }
 
         let audit = Arc::new(crate::audit::AuditLog::start(pool.clone()));
         let state = web::Data::new(AppState {
@@ -165,6 +182,7 @@ impl Application {
             pool,
             backend,
             redis,
+            shared,
             signing_key: Arc::new(credentials.signing_key),
             admin_token: credentials.admin_token,
             client_secret_key,
@@ -172,7 +190,7 @@ impl Application {
             magic_link_key,
             mailer: Arc::new(mailer),
             audit,
-            clients: Arc::new(crate::client_cache::ClientCache::default()),
+            clients,
         });
         tokio::spawn(housekeeping(state.pool.clone()));
         let port =
@@ -231,6 +249,22 @@ impl Application {
         }
         self.state.audit.close(crate::audit::SHUTDOWN_WAIT).await;
         served
+    }
+}
+
+/// Several instances on one PostgreSQL need Redis (SPEC): without it each keeps its own rate
+/// limits and client cache. Counts the other instances' connections, named by
+/// [`store::instances::APPLICATION_NAME_PREFIX`], and warns when there are any.
+async fn warn_about_other_instances(pool: &store::Pool) {
+    match store::run(pool, store::instances::others).await {
+        Ok(0) => {}
+        Ok(others) => tracing::warn!(
+            others,
+            "other truxe-server instances use this database but REDIS_URL is not set: rate limits are counted per \
+             instance and client changes reach the others only after the client cache's {:?}; set REDIS_URL on every instance",
+            crate::client_cache::CLIENT_CACHE_TTL
+        ),
+        Err(error) => tracing::debug!(%error, "could not count the other instances on the database"),
     }
 }
 

@@ -430,11 +430,16 @@ pub struct PreparedToken {
 impl PreparedToken {
     /// `POST /oauth-provider/token` for `client`, authenticated its registered way.
     pub fn new(server: &TestServer, client: &Registered, pairs: &[(&str, &str)]) -> Self {
+        PreparedToken { http: server.client.clone(), ..Self::at(&server.base_url, client, pairs) }
+    }
+
+    /// The same request to the server at `base_url` (a spawned process, say).
+    pub fn at(base_url: &str, client: &Registered, pairs: &[(&str, &str)]) -> Self {
         let (authorization, mut all) = client.credentials();
         all.extend_from_slice(pairs);
         PreparedToken {
-            http: server.client.clone(),
-            url: server.url("/oauth-provider/token"),
+            http: reqwest::Client::new(),
+            url: format!("{base_url}/oauth-provider/token"),
             authorization,
             body: form(&all),
         }

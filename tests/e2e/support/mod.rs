@@ -9,6 +9,7 @@ pub mod flow;
 pub mod oauth;
 pub mod oidc;
 pub mod process;
+pub mod redis;
 pub mod smtp;
 
 use std::collections::HashMap;

@@ -136,7 +136,7 @@ async fn create(req: HttpRequest, state: web::Data<AppState>, payload: web::Payl
     let result = run(&state, move |conn| service::create(conn, &request.context(), input)).await;
     match result {
         Ok(created) => {
-            state.clients.invalidate(&created.client.client_id);
+            state.clients.changed(&created.client.client_id).await;
             tracing::info!(client_id = %created.client.client_id, "client registered");
             HttpResponse::Created()
                 .insert_header((header::LOCATION, format!("/oauth-provider/clients/{}", created.client.client_id)))
@@ -201,7 +201,7 @@ async fn update(req: HttpRequest, state: web::Data<AppState>, payload: web::Payl
     let changed_id = client_id.clone();
     let result = run(&state, move |conn| service::update(conn, &request.context(), &client_id, patch)).await;
     // Also on failure: the change may have been committed before the error.
-    state.clients.invalidate(&changed_id);
+    state.clients.changed(&changed_id).await;
     match result {
         Ok(client) => HttpResponse::Ok().json(client),
         Err(error) => error_response(error),
@@ -215,7 +215,7 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let request = Request::new(&req, &state);
     let logged_id = client_id.clone();
     let result = run(&state, move |conn| service::delete(conn, &request.context(), &client_id)).await;
-    state.clients.invalidate(&logged_id);
+    state.clients.changed(&logged_id).await;
     match result {
         Ok(()) => {
             tracing::info!(client_id = %logged_id, "client deleted");
@@ -245,7 +245,7 @@ async fn regenerate_secret(req: HttpRequest, state: web::Data<AppState>, payload
     let request = Request::new(&req, &state);
     let changed_id = client_id.clone();
     let result = run(&state, move |conn| service::regenerate_secret(conn, &request.context(), &client_id, grace)).await;
-    state.clients.invalidate(&changed_id);
+    state.clients.changed(&changed_id).await;
     match result {
         Ok(rotated) => {
             tracing::info!(client_id = %rotated.client.client_id, grace_seconds = grace.as_secs(), "client secret rotated");

@@ -37,6 +37,8 @@ pub struct AppState {
     pub pool: Pool,
     pub backend: Backend,
     pub redis: Option<RedisPool>,
+    /// Redis as shared state, behind its failure policy (`None` without `REDIS_URL`).
+    pub shared: Option<Arc<crate::shared::SharedRedis>>,
     pub signing_key: Arc<SigningKey>,
     pub admin_token: Secret<String>,
     /// HMAC key for client secrets at rest (table `server_secrets`), shared by every instance.

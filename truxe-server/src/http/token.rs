@@ -80,6 +80,7 @@ pub(super) struct Call {
     clock: Instant,
     meta: RequestMeta,
     clients: Arc<ClientCache>,
+    shared: Option<Arc<crate::shared::SharedRedis>>,
     audit: Arc<AuditLog>,
     pool: store::Pool,
 }
@@ -99,6 +100,7 @@ impl Call {
             clock: Instant::now(),
             meta: super::request_meta::of(req),
             clients: state.clients.clone(),
+            shared: state.shared.clone(),
             audit: state.audit.clone(),
             pool: state.pool.clone(),
         })
@@ -114,6 +116,7 @@ impl Call {
             clock: self.clock,
             request: &self.meta,
             clients: &self.clients,
+            shared: self.shared.as_ref(),
             audit: &self.audit,
             pool: &self.pool,
         }

@@ -3,7 +3,8 @@
 pub use super::ClientId;
 use crate::oauth::scope::ScopeSet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     #[default]
     ClientSecretBasic,
@@ -32,7 +33,8 @@ impl AuthMethod {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
@@ -56,7 +58,8 @@ impl GrantType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClientStatus {
     #[default]
     Active,
@@ -80,8 +83,9 @@ impl ClientStatus {
     }
 }
 
-/// `Default` is a blank, unregistered client (no id, no settings), for building one.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `Default` is a blank, unregistered client (no id, no settings), for building one. The serde
+/// form is the shared client cache's (`oauth:client:{client_id}` in Redis), not an API.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Client {
     pub client_id: ClientId,
     pub client_name: String,

@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ScopeSet(BTreeSet<String>);
 
 /// scope-token = 1*( %x21 / %x23-5B / %x5D-7E )

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod consents;
 pub mod grants;
 pub mod housekeeping;
+pub mod instances;
 pub mod magic_links;
 pub mod mfa;
 pub mod migrations;
@@ -241,9 +242,35 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
     }
 }
 
+/// PostgreSQL connections of a server instance carry its name ([`instances`]), so that the
+/// instances on one database can count each other.
+#[derive(Debug)]
+struct ApplicationName(String);
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for ApplicationName {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Postgresql(c) = conn {
+            // Made by `instances::new_application_name`: no quote can be in it.
+            c.batch_execute(&format!("SET application_name = '{}'", self.0))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
 /// Opens the pool, retrying until `DATABASE_CONNECTION_TIMEOUT` so that a server started with
 /// its database (systemd, compose) does not die on the first refused connection.
 pub fn connect(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    connect_named(config, None)
+}
+
+/// [`connect`] for a server instance: its PostgreSQL connections are named `application_name`
+/// (see [`instances`]).
+pub fn connect_instance(config: &DatabaseConfig) -> Result<Pool, StoreError> {
+    connect_named(config, Some(instances::new_application_name()))
+}
+
+fn connect_named(config: &DatabaseConfig, application_name: Option<String>) -> Result<Pool, StoreError> {
     let target = Target::from_config(config);
     if let Target::Sqlite(path) = &target {
         prepare_sqlite_file(path)?;
@@ -285,6 +312,8 @@ pub fn connect(config: &DatabaseConfig) -> Result<Pool, StoreError> {
     // every checkout there; PostgreSQL keeps it, since a server restart breaks connections.
     let builder = if is_sqlite {
         builder.connection_customizer(Box::new(SqlitePragmas)).test_on_check_out(false)
+    } else if let Some(name) = application_name {
+        builder.connection_customizer(Box::new(ApplicationName(name)))
     } else {
         builder
     };

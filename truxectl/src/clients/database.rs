@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use truxe_server::config::RedisConfig;
 use truxe_server::model::request::RequestMeta;
 use truxe_server::secret::Secret;
 use truxe_server::service::clients::{
     self as service, ClientError, ClientInput, ClientPatch, ClientView, Context, Page, Rules, WithSecret,
 };
+use truxe_server::shared::clients as shared_clients;
 use truxe_server::store::{self, PooledConnection, migrations, server_secrets};
 
 use super::Clients;
@@ -21,6 +23,8 @@ pub(super) struct Database {
     conn: PooledConnection,
     target: String,
     rules: Rules,
+    /// The servers' Redis (`REDIS_URL`, `REDIS_TLS`, `TRUXE_REDIS_PREFIX`), told of every change.
+    redis: Option<RedisConfig>,
 }
 
 impl Database {
@@ -38,7 +42,25 @@ impl Database {
                 pending.len()
             );
         }
-        Ok(Database { conn, target, rules })
+        Ok(Database { conn, target, rules, redis: config.redis })
+    }
+
+    /// After a change on the database: tells the running servers through Redis, as the admin
+    /// API does, so that none keeps serving the old client. The change is made either way; a
+    /// Redis that cannot be told is a warning.
+    fn announce(&self, client_id: &str) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        if let Err(error) = shared_clients::announce_change_once(redis, client_id) {
+            eprintln!(
+                "warning: the change to {client_id} is in the database, but Redis could not be told ({error}): \
+                 servers may keep using the old client for up to {} minutes (the Redis cache entry's lifetime). \
+                 Once Redis answers again, run the command again or delete the key {}",
+                shared_clients::CLIENT_TTL_SECONDS / 60,
+                shared_clients::client_key(redis, client_id),
+            );
+        }
     }
 
     /// Runs one service operation; `needs_key` loads (or creates) the shared HMAC key first.
@@ -72,7 +94,9 @@ impl Clients for Database {
     }
 
     fn create(&mut self, input: ClientInput) -> anyhow::Result<WithSecret> {
-        self.with(|conn, ctx| service::create(conn, ctx, input), "", true)
+        let created = self.with(|conn, ctx| service::create(conn, ctx, input), "", true)?;
+        self.announce(&created.client.client_id);
+        Ok(created)
     }
 
     fn list(&mut self, after: Option<&str>, limit: i64) -> anyhow::Result<Page> {
@@ -84,14 +108,20 @@ impl Clients for Database {
     }
 
     fn update(&mut self, client_id: &str, patch: ClientPatch) -> anyhow::Result<ClientView> {
-        self.with(|conn, ctx| service::update(conn, ctx, client_id, patch), client_id, false)
+        let result = self.with(|conn, ctx| service::update(conn, ctx, client_id, patch), client_id, false);
+        self.announce(client_id);
+        result
     }
 
     fn delete(&mut self, client_id: &str) -> anyhow::Result<()> {
-        self.with(|conn, ctx| service::delete(conn, ctx, client_id), client_id, false)
+        let result = self.with(|conn, ctx| service::delete(conn, ctx, client_id), client_id, false);
+        self.announce(client_id);
+        result
     }
 
     fn rotate_secret(&mut self, client_id: &str, grace: Duration) -> anyhow::Result<WithSecret> {
-        self.with(|conn, ctx| service::regenerate_secret(conn, ctx, client_id, grace), client_id, true)
+        let result = self.with(|conn, ctx| service::regenerate_secret(conn, ctx, client_id, grace), client_id, true);
+        self.announce(client_id);
+        result
     }
 }

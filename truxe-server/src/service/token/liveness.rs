@@ -78,7 +78,7 @@ fn live_grant(conn: &mut AnyConnection, grant_id: &str) -> Result<Result<(Grant,
 
 /// Verifies `token` as an access token of ours and checks it in storage: at most one query for
 /// a machine token (its `jti`), three for a user's (`jti`, grant, user); the client comes from
-/// the client cache.
+/// the client cache. With Redis, a revoked-`jti` mark there answers without the database.
 pub fn access_token(
     conn: &mut AnyConnection,
     ctx: &Context<'_>,
@@ -88,6 +88,10 @@ pub fn access_token(
         Ok(claims) => claims,
         Err(rejection) => return Ok(Err(Dead::Rejected(rejection))),
     };
+    // A mark in Redis is trusted only as "revoked": a miss or a Redis failure asks the database.
+    if ctx.shared.is_some_and(|shared| shared.is_marked_revoked(&claims.jti) == Some(true)) {
+        return Ok(Err(Dead::Revoked));
+    }
     if token_store::access_token_revoked(conn, &claims.jti)? {
         return Ok(Err(Dead::Revoked));
     }

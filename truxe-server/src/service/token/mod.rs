@@ -75,6 +75,8 @@ pub struct Context<'a> {
     pub clock: Instant,
     pub request: &'a RequestMeta,
     pub clients: &'a ClientCache,
+    /// Redis as shared state (revoked-token marks), when configured.
+    pub shared: Option<&'a Arc<crate::shared::SharedRedis>>,
     pub audit: &'a AuditLog,
     /// Where a use case that was given no connection gets one, when it needs one.
     pub pool: &'a Pool,

@@ -97,6 +97,9 @@ pub fn revoke(
     });
     match revoked {
         Ok(true) => {
+            if let Some(shared) = ctx.shared {
+                shared.mark_revoked(&claims.jti, claims.exp.saturating_sub(ctx.now));
+            }
             tracing::info!(client_id = %caller.client_id, jti = %claims.jti, "revoked an access token");
             Ok(Revocation::Revoked)
         }
