@@ -12,6 +12,7 @@ TRUXE_SVC_PG_BINDIR=""     # where initdb/pg_ctl/pg_isready/psql were found
 TRUXE_SVC_PG_STARTED=0     # 1 once pg_ctl start succeeded
 TRUXE_SVC_REDIS_DIR=""     # temp dir holding redis.pid, redis.log
 TRUXE_SVC_REDIS_PID=""     # PID of the redis-server we daemonized
+TRUXE_SVC_TLS_DIR=""       # temp dir holding the throwaway CA and server certificate (make_test_ca)
 TRUXE_SVC_APT_UPDATED=0
 TRUXE_SVC_LOG_TAG=scripts/test  # prefix of svc_log/die messages (.ci/run sets its own)
 
@@ -68,6 +69,36 @@ pid_alive() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
     state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 0
     [ "$state" != "Z" ]
+}
+
+# --- TLS: a throwaway CA ------------------------------------------------------------------------
+
+# Makes a CA and a server certificate for 127.0.0.1 and localhost signed by it (valid 2 days), and
+# exports TRUXE_TEST_CA_FILE, TRUXE_TEST_TLS_CERT and TRUXE_TEST_TLS_KEY. Called before
+# start_postgres/start_redis, it makes them listen with TLS too (PostgreSQL ssl=on on its one
+# port; Redis a tls-port next to its plain one). The CA's key is deleted at once.
+make_test_ca() {
+    if ! command -v openssl >/dev/null 2>&1; then
+        is_root || die "the openssl command is not found (install Debian's 'openssl' package)"
+        apt_install openssl
+    fi
+    TRUXE_SVC_TLS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/truxe-test-tls.XXXXXX")
+    local dir=$TRUXE_SVC_TLS_DIR out
+    out=$( {
+        openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 -subj "/CN=Truxe throwaway test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+        openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=localhost" \
+            -keyout "$dir/server.key" -out "$dir/server.csr" &&
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$dir/server.ext" &&
+        openssl x509 -req -sha256 -days 2 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -extfile "$dir/server.ext" -out "$dir/server.pem"
+    } 2>&1 ) || { printf '%s\n' "$out" >&2; die "openssl could not make the throwaway test CA (output above)"; }
+    rm -f "$dir/ca.key" "$dir/server.csr" "$dir/server.ext" "$dir/ca.srl"
+    chmod 0755 "$dir"
+    chmod 0644 "$dir/ca.pem" "$dir/server.pem" "$dir/server.key"
+    export TRUXE_TEST_CA_FILE="$dir/ca.pem" TRUXE_TEST_TLS_CERT="$dir/server.pem" TRUXE_TEST_TLS_KEY="$dir/server.key"
 }
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -151,6 +182,17 @@ full_page_writes = off
 log_min_messages = warning
 log_checkpoints = off
 EOF
+    if [ -n "$TRUXE_SVC_TLS_DIR" ]; then
+        # The one port serves plain and TLS connections; the key must be the server's own, 0600.
+        cp "$TRUXE_SVC_TLS_DIR/server.pem" "$TRUXE_SVC_TLS_DIR/server.key" "$dir/"
+        if is_root; then chown postgres: "$dir/server.pem" "$dir/server.key"; fi
+        chmod 0600 "$dir/server.key"
+        pg_as_owner sh -c "cat >> '$dir/data/postgresql.conf'" <<EOF
+ssl = on
+ssl_cert_file = '$dir/server.pem'
+ssl_key_file = '$dir/server.key'
+EOF
+    fi
     local attempt port
     for attempt in 1 2 3; do
         port=$(free_port)
@@ -194,16 +236,24 @@ find_redis() {
     fi
 }
 
-# Starts a private, non-persistent Redis and exports TRUXE_TEST_REDIS_URL.
+# Starts a private, non-persistent Redis and exports TRUXE_TEST_REDIS_URL (and, after
+# make_test_ca, TRUXE_TEST_REDIS_TLS_URL: a tls-port of the same server, no client certificates).
 start_redis() {
     find_redis
     TRUXE_SVC_REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/truxe-test-redis.XXXXXX")
-    local dir=$TRUXE_SVC_REDIS_DIR attempt port pid i reply
+    local dir=$TRUXE_SVC_REDIS_DIR attempt port tls_port="" pid i reply
+    local -a tls=()
     for attempt in 1 2 3; do
         port=$(free_port)
+        if [ -n "$TRUXE_SVC_TLS_DIR" ]; then
+            tls_port=$(free_port)
+            tls=(--tls-port "$tls_port" --tls-cert-file "$TRUXE_SVC_TLS_DIR/server.pem"
+                --tls-key-file "$TRUXE_SVC_TLS_DIR/server.key" --tls-ca-cert-file "$TRUXE_SVC_TLS_DIR/ca.pem"
+                --tls-auth-clients no)
+        fi
         rm -f "$dir/redis.pid"
         : >"$dir/redis.log"
-        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no ${tls[@]+"${tls[@]}"} \
             --daemonize yes --pidfile "$dir/redis.pid" --dir "$dir" --logfile "$dir/redis.log" \
             >/dev/null 2>&1 || true
         # Redis writes its pidfile once it listens and removes it on shutdown, so take the PID as
@@ -227,6 +277,7 @@ start_redis() {
         if [ -n "$pid" ] && [ "${reply:-}" = "$pid" ] \
             && [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | tr -d '\r')" = "PONG" ]; then
             export TRUXE_TEST_REDIS_URL="redis://127.0.0.1:$port/"
+            [ -z "$tls_port" ] || export TRUXE_TEST_REDIS_TLS_URL="rediss://127.0.0.1:$tls_port/"
             return 0
         fi
         stop_redis
@@ -310,5 +361,6 @@ services_cleanup() {
     stop_postgres
     [ -n "$TRUXE_SVC_REDIS_DIR" ] && rm -rf -- "$TRUXE_SVC_REDIS_DIR"
     [ -n "$TRUXE_SVC_PG_DIR" ] && rm -rf -- "$TRUXE_SVC_PG_DIR"
-    TRUXE_SVC_REDIS_DIR="" TRUXE_SVC_PG_DIR=""
+    [ -n "$TRUXE_SVC_TLS_DIR" ] && rm -rf -- "$TRUXE_SVC_TLS_DIR"
+    TRUXE_SVC_REDIS_DIR="" TRUXE_SVC_PG_DIR="" TRUXE_SVC_TLS_DIR=""
 }

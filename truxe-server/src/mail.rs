@@ -2,9 +2,11 @@
 //! start), or, in development without SMTP, into the log.
 //!
 //! Transport security follows the port and `SMTP_SECURE` (see [`TlsMode::choose`]): implicit
-//! TLS on 465; STARTTLS, required, on 587, whenever `SMTP_SECURE=true`, and for every host that
-//! is not loopback; a plaintext session only to a loopback relay with `SMTP_SECURE=false`
-//! (a local Postfix or a test listener), since a sign-in link read on the wire is a sign-in.
+//! TLS on 465 (or any port with `SMTP_TLS_IMPLICIT=true`); STARTTLS, required, on 587, whenever
+//! `SMTP_SECURE=true`, and for every host that is not loopback; a plaintext session only to a
+//! loopback relay with `SMTP_SECURE=false` (a local Postfix or a test listener), since a sign-in
+//! link read on the wire is a sign-in. The certificate is checked against `SMTP_TLS_CA` when
+//! given, else the system trust store, unless `SMTP_TLS_REJECT_UNAUTHORIZED=false`.
 
 use std::fmt;
 use std::future::Future;
@@ -16,7 +18,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -56,8 +58,9 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
-    pub fn choose(host: &str, port: u16, secure: bool) -> TlsMode {
+    pub fn choose(host: &str, port: u16, secure: bool, implicit: bool) -> TlsMode {
         match port {
+            _ if implicit => TlsMode::Implicit,
             465 => TlsMode::Implicit,
             587 => TlsMode::StartTlsRequired,
             _ if secure || !is_loopback(host) => TlsMode::StartTlsRequired,
@@ -154,11 +157,8 @@ impl Mailer {
             return Err(MailError::Config("the SMTP transport must be built inside the tokio runtime".to_string()));
         }
         let from = from_mailbox(&smtp.from, smtp.from_name.as_deref())?;
-        let mode = TlsMode::choose(&smtp.host, smtp.port, smtp.secure);
-        let tls_parameters = || {
-            TlsParameters::new(smtp.host.clone())
-                .map_err(|e| MailError::Config(format!("TLS for SMTP_HOST {:?}: {e}", smtp.host)))
-        };
+        let mode = TlsMode::choose(&smtp.host, smtp.port, smtp.secure, smtp.implicit_tls);
+        let tls_parameters = || tls_parameters(smtp);
         let tls = match mode {
             TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
             TlsMode::StartTlsRequired => Tls::Required(tls_parameters()?),
@@ -250,7 +250,7 @@ impl Mailer {
             Delivery::Smtp { transport, server } => transport
                 .test_connection()
                 .await
-                .map_err(|e| MailError::Send { server: server.clone(), reason: e.to_string() }),
+                .map_err(|e| MailError::Send { server: server.clone(), reason: error_chain(&e) }),
             Delivery::Log => Ok(true),
         }
     }
@@ -265,7 +265,7 @@ impl Mailer {
                 transport
                     .send(message)
                     .await
-                    .map_err(|e| MailError::Send { server: server.clone(), reason: e.to_string() })?;
+                    .map_err(|e| MailError::Send { server: server.clone(), reason: error_chain(&e) })?;
                 tracing::info!(to_domain = %to_address_domain(to), "magic-link email sent");
                 Ok(())
             }
@@ -283,6 +283,45 @@ impl Mailer {
             }
         }
     }
+}
+
+/// The certificate checks of an SMTP TLS session: `SMTP_TLS_CA` added to the system trust
+/// store, or no checks at all with `SMTP_TLS_REJECT_UNAUTHORIZED=false`.
+fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, MailError> {
+    let error = |e: &dyn fmt::Display| MailError::Config(format!("TLS for SMTP_HOST {:?}: {e}", smtp.host));
+    let mut builder = TlsParameters::builder(smtp.host.clone());
+    if !smtp.tls_reject_unauthorized {
+        builder = builder.dangerous_accept_invalid_certs(true).dangerous_accept_invalid_hostnames(true);
+    } else if let Some(ca) = &smtp.tls_ca {
+        // One `Certificate` per certificate: native-tls reads only the first of a PEM file.
+        let certs = openssl::x509::X509::stack_from_pem(&ca.pem).map_err(|e| error(&e))?;
+        for cert in certs {
+            let pem = cert.to_pem().map_err(|e| error(&e))?;
+            builder = builder.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| error(&e))?);
+        }
+    }
+    builder.build().map_err(|e| error(&e))
+}
+
+/// An error with its causes (lettre keeps OpenSSL's reason, "certificate verify failed", in the
+/// source, not in its own message).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if message.contains("certificate") {
+        message.push_str(
+            " (a private CA: set SMTP_TLS_CA to its PEM file; a self-signed certificate: SMTP_TLS_REJECT_UNAUTHORIZED=false)",
+        );
+    }
+    message
 }
 
 fn to_address_domain(to: &str) -> &str {
@@ -404,7 +443,10 @@ mod tests {
             ("10.0.0.5", 25, false, StartTlsRequired),
         ];
         for (host, port, secure, expected) in cases {
-            assert_eq!(TlsMode::choose(host, port, secure), expected, "{host}:{port} secure={secure}");
+            assert_eq!(TlsMode::choose(host, port, secure, false), expected, "{host}:{port} secure={secure}");
+        }
+        for (host, port, secure) in [("127.0.0.1", 2465, false), ("smtp.example.com", 587, true)] {
+            assert_eq!(TlsMode::choose(host, port, secure, true), Implicit, "{host}:{port} implicit");
         }
     }
 
@@ -463,6 +505,9 @@ mod tests {
             host: "127.0.0.1".to_string(),
             port: 2525,
             secure: false,
+            implicit_tls: false,
+            tls_ca: None,
+            tls_reject_unauthorized: true,
             user: None,
             password: None,
             from: "noreply@example.com".to_string(),

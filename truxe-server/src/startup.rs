@@ -51,7 +51,8 @@ impl StartupError {
             StartupError::Config(_)
             | StartupError::Credentials(_)
             | StartupError::PendingMigrations(_)
-            | StartupError::Mail(_) => EXIT_CONFIG,
+            | StartupError::Mail(_)
+            | StartupError::Database(StoreError::Tls { .. }) => EXIT_CONFIG,
             _ => 1,
         }
     }

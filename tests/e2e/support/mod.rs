@@ -59,6 +59,32 @@ pub fn redis_url() -> String {
         .expect("TRUXE_TEST_REDIS_URL is not set: run the suite with ./scripts/test, which starts Redis")
 }
 
+fn test_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite with ./scripts/test, which makes a throwaway CA and TLS back ends")
+    })
+}
+
+/// The throwaway CA ./scripts/test made (PEM); it signed [`tls_cert_file`].
+pub fn ca_file() -> String {
+    test_env("TRUXE_TEST_CA_FILE")
+}
+
+/// The server certificate (SAN 127.0.0.1, localhost) the test PostgreSQL and Redis serve.
+pub fn tls_cert_file() -> String {
+    test_env("TRUXE_TEST_TLS_CERT")
+}
+
+/// The key of [`tls_cert_file`].
+pub fn tls_key_file() -> String {
+    test_env("TRUXE_TEST_TLS_KEY")
+}
+
+/// The test Redis's tls-port: `rediss://127.0.0.1:PORT/`.
+pub fn redis_tls_url() -> String {
+    test_env("TRUXE_TEST_REDIS_TLS_URL")
+}
+
 /// A database of its own for one test, dropped afterwards.
 pub struct TestDb {
     pub backend: Backend,

@@ -102,6 +102,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary and waits until `/health` answers (or the process exits).
     pub async fn start(cwd: &Path, env: &[(&str, &str)], port: u16) -> Self {
+        Self::start_with_args(cwd, env, port, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with command-line arguments (`--env-file FILE`).
+    pub async fn start_with_args(cwd: &Path, env: &[(&str, &str)], port: u16, args: &[&str]) -> Self {
         let port_text = port.to_string();
         let mut env = env.to_vec();
         env.push(("PORT", &port_text));
@@ -110,6 +115,7 @@ impl ServerProcess {
             env.push(("RATE_LIMIT_ENABLED", "false"));
         }
         let mut child = clean_command("truxe-server", cwd, &env)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

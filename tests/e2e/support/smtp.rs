@@ -1,19 +1,23 @@
 //! A real SMTP listener on 127.0.0.1 that accepts everything and keeps the raw messages, so that
 //! tests see exactly what a mail server would receive (and can follow the links in it).
 //!
-//! It speaks what lettre needs: EHLO/HELO, AUTH PLAIN/LOGIN (recorded, always accepted),
-//! MAIL FROM, RCPT TO, DATA (dot-unstuffed), RSET, NOOP, QUIT. No TLS: the mailer only sends in
-//! plaintext to loopback hosts with SMTP_SECURE=false, which is what tests use.
+//! It speaks what lettre needs: EHLO/HELO, STARTTLS, AUTH PLAIN/LOGIN (recorded, always
+//! accepted), MAIL FROM, RCPT TO, DATA (dot-unstuffed), RSET, NOOP, QUIT. [`SmtpSink::start`]
+//! is plaintext (the mailer sends so only to loopback hosts with SMTP_SECURE=false);
+//! [`SmtpSink::start_tls`] serves the throwaway certificate of ./scripts/test
+//! (`TRUXE_TEST_TLS_CERT`, for 127.0.0.1) with STARTTLS, which it then requires before AUTH and
+//! MAIL as a submission server does, or with implicit TLS.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_native_tls::{TlsAcceptor, native_tls};
 
 /// One message as the server received it.
 #[derive(Debug, Clone)]
@@ -24,8 +28,19 @@ pub struct RawMessage {
     pub rcpt_to: Vec<String>,
     /// `(user, password)` when the client authenticated.
     pub auth: Option<(String, String)>,
+    /// Whether the session was encrypted when the message was sent.
+    pub tls: bool,
     /// The DATA section, dot-unstuffed, CRLF line ends, without the final `.`.
     pub data: Vec<u8>,
+}
+
+/// How a [`SmtpSink::start_tls`] sink offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkTls {
+    /// A plaintext greeting, then STARTTLS, required before AUTH and MAIL (a submission port).
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
 }
 
 #[derive(Default)]
@@ -34,6 +49,8 @@ struct State {
     all: Mutex<Vec<RawMessage>>,
     notify: Notify,
     commands: Mutex<Vec<String>>,
+    /// TLS handshakes that failed (the client refused the certificate), with the reason.
+    handshake_failures: Mutex<Vec<String>>,
 }
 
 pub struct SmtpSink {
@@ -44,6 +61,19 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        Self::listen(None).await
+    }
+
+    /// A sink with TLS on the throwaway certificate ./scripts/test made for 127.0.0.1.
+    pub async fn start_tls(mode: SinkTls) -> SmtpSink {
+        let cert = std::fs::read(super::tls_cert_file()).expect("read TRUXE_TEST_TLS_CERT");
+        let key = std::fs::read(super::tls_key_file()).expect("read TRUXE_TEST_TLS_KEY");
+        let identity = native_tls::Identity::from_pkcs8(&cert, &key).expect("the test certificate and key");
+        let acceptor = native_tls::TlsAcceptor::new(identity).expect("a TLS acceptor");
+        Self::listen(Some((TlsAcceptor::from(acceptor), mode))).await
+    }
+
+    async fn listen(tls: Option<(TlsAcceptor, SinkTls)>) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the SMTP sink");
         let port = listener.local_addr().expect("sink address").port();
         let state = Arc::new(State::default());
@@ -51,9 +81,10 @@ impl SmtpSink {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = Arc::clone(&accept_state);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     // A client that hangs up mid-session is not the sink's problem.
-                    let _ = session(stream, state).await;
+                    let _ = serve(stream, state, tls).await;
                 });
             }
         });
@@ -90,6 +121,23 @@ impl SmtpSink {
     pub fn commands(&self) -> Vec<String> {
         self.state.commands.lock().expect("commands").clone()
     }
+
+    /// Waits until a TLS handshake has failed (the client refused the certificate) and returns
+    /// its reason; panics after `timeout`.
+    pub async fn wait_for_handshake_failure(&self, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.state.handshake_failures.lock().expect("failures").first() {
+                return reason.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("no TLS handshake failed within {timeout:?}; commands seen: {:?}", self.commands());
+            }
+        }
+    }
 }
 
 impl Drop for SmtpSink {
@@ -98,7 +146,7 @@ impl Drop for SmtpSink {
     }
 }
 
-async fn read_line(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_line<S: AsyncRead + Unpin>(reader: &mut BufReader<S>) -> std::io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     if reader.read_until(b'\n', &mut line).await? == 0 {
         return Ok(None);
@@ -123,10 +171,56 @@ fn decode_b64_text(value: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    write.write_all(b"220 truxe-test-sink ESMTP ready\r\n").await?;
+/// One connection: plaintext, TLS from the start, or plaintext upgraded by STARTTLS.
+async fn serve(stream: TcpStream, state: Arc<State>, tls: Option<(TlsAcceptor, SinkTls)>) -> std::io::Result<()> {
+    let handshake = |acceptor: TlsAcceptor, stream: TcpStream, state: Arc<State>| async move {
+        match acceptor.accept(stream).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                state.handshake_failures.lock().expect("failures").push(e.to_string());
+                state.notify.notify_waiters();
+                None
+            }
+        }
+    };
+    match tls {
+        None => session(stream, &state, Phase::Plain, true).await.map(drop),
+        Some((acceptor, SinkTls::Implicit)) => {
+            let Some(stream) = handshake(acceptor, stream, Arc::clone(&state)).await else { return Ok(()) };
+            session(stream, &state, Phase::Encrypted, true).await.map(drop)
+        }
+        Some((acceptor, SinkTls::StartTls)) => {
+            // The read buffer is empty when STARTTLS returns: the client waits for our 220.
+            let Some(plain) = session(stream, &state, Phase::OfferStartTls, true).await? else { return Ok(()) };
+            let Some(stream) = handshake(acceptor, plain, Arc::clone(&state)).await else { return Ok(()) };
+            session(stream, &state, Phase::Encrypted, false).await.map(drop)
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No TLS on this sink.
+    Plain,
+    /// Before STARTTLS: only EHLO, HELO, STARTTLS, NOOP, RSET and QUIT.
+    OfferStartTls,
+    /// Inside TLS.
+    Encrypted,
+}
+
+/// Speaks SMTP on `stream` until QUIT or hang-up (`None`), or until STARTTLS was accepted
+/// (`Some(stream)`, for the handshake). `greet`: send the 220 greeting first (not after
+/// STARTTLS, RFC 3207 §4.2: the client starts over with EHLO).
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    state: &State,
+    phase: Phase,
+    greet: bool,
+) -> std::io::Result<Option<S>> {
+    let mut reader = BufReader::new(stream);
+    if greet {
+        reader.get_mut().write_all(b"220 truxe-test-sink ESMTP ready\r\n").await?;
+    }
     let mut mail_from: Option<String> = None;
     let mut rcpt_to: Vec<String> = Vec::new();
     let mut auth: Option<(String, String)> = None;
@@ -135,13 +229,28 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
         let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
         let logged = if verb == "AUTH" { "AUTH [redacted]".to_string() } else { line.clone() };
         state.commands.lock().expect("commands").push(logged);
+        if phase == Phase::OfferStartTls
+            && !matches!(verb.as_str(), "EHLO" | "HELO" | "STARTTLS" | "NOOP" | "RSET" | "QUIT")
+        {
+            reader.get_mut().write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n").await?;
+            continue;
+        }
+        let write = reader.get_mut();
         match verb.as_str() {
             "EHLO" => {
-                write
-                    .write_all(b"250-truxe-test-sink\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE 10485760\r\n")
-                    .await?
+                let ehlo: &[u8] = if phase == Phase::OfferStartTls {
+                    b"250-truxe-test-sink\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 10485760\r\n"
+                } else {
+                    b"250-truxe-test-sink\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE 10485760\r\n"
+                };
+                write.write_all(ehlo).await?
             }
             "HELO" => write.write_all(b"250 truxe-test-sink\r\n").await?,
+            "STARTTLS" if phase == Phase::OfferStartTls => {
+                write.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+                write.flush().await?;
+                return Ok(Some(reader.into_inner()));
+            }
             "AUTH" => {
                 let mut words = line.split_whitespace().skip(1);
                 let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
@@ -151,7 +260,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                         let response = match initial {
                             Some(response) => response,
                             None => {
-                                write.write_all(b"334 \r\n").await?;
+                                reader.get_mut().write_all(b"334 \r\n").await?;
                                 String::from_utf8_lossy(&read_line(&mut reader).await?.unwrap_or_default()).into_owned()
                             }
                         };
@@ -160,20 +269,20 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                         let user = fields.next().unwrap_or("").to_string();
                         let password = fields.next().unwrap_or("").to_string();
                         auth = Some((user, password));
-                        write.write_all(b"235 2.7.0 authenticated\r\n").await?;
+                        reader.get_mut().write_all(b"235 2.7.0 authenticated\r\n").await?;
                     }
                     "LOGIN" => {
-                        write.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                        reader.get_mut().write_all(b"334 VXNlcm5hbWU6\r\n").await?;
                         let user = read_line(&mut reader).await?.unwrap_or_default();
-                        write.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+                        reader.get_mut().write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
                         let password = read_line(&mut reader).await?.unwrap_or_default();
                         auth = Some((
                             decode_b64_text(&String::from_utf8_lossy(&user)),
                             decode_b64_text(&String::from_utf8_lossy(&password)),
                         ));
-                        write.write_all(b"235 2.7.0 authenticated\r\n").await?;
+                        reader.get_mut().write_all(b"235 2.7.0 authenticated\r\n").await?;
                     }
-                    _ => write.write_all(b"504 5.5.4 unrecognised authentication type\r\n").await?,
+                    _ => reader.get_mut().write_all(b"504 5.5.4 unrecognised authentication type\r\n").await?,
                 }
             }
             "MAIL" => {
@@ -198,7 +307,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 let mut data = Vec::new();
                 loop {
                     let Some(line) = read_line(&mut reader).await? else {
-                        return Ok(());
+                        return Ok(None);
                     };
                     if line == b"." {
                         break;
@@ -212,12 +321,13 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                     mail_from: mail_from.take().unwrap_or_default(),
                     rcpt_to: std::mem::take(&mut rcpt_to),
                     auth: auth.clone(),
+                    tls: phase == Phase::Encrypted,
                     data,
                 };
                 state.all.lock().expect("messages").push(message.clone());
                 state.queue.lock().expect("queue").push_back(message);
                 state.notify.notify_waiters();
-                write.write_all(b"250 2.0.0 queued\r\n").await?;
+                reader.get_mut().write_all(b"250 2.0.0 queued\r\n").await?;
             }
             "RSET" => {
                 mail_from = None;
@@ -227,12 +337,12 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
             "NOOP" => write.write_all(b"250 2.0.0 ok\r\n").await?,
             "QUIT" => {
                 write.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
+                return Ok(None);
             }
             _ => write.write_all(b"502 5.5.2 command not implemented\r\n").await?,
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// One MIME part, its body decoded.

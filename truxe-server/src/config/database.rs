@@ -44,8 +44,14 @@ impl DatabaseUrl {
 
     /// The libpq connection URL. `DATABASE_SSL` adds an `sslmode` unless the URL already names
     /// one: `verify-full` when certificates are checked (`DATABASE_SSL_REJECT_UNAUTHORIZED`,
-    /// the default), `require` otherwise. `None` for SQLite.
-    pub fn postgres_connection_string(&self, ssl: bool, reject_unauthorized: bool) -> Option<String> {
+    /// the default), `require` otherwise. Verifying, it names the root certificates unless the
+    /// URL does: `ca` (`DATABASE_SSL_CA`), else the system trust store. `None` for SQLite.
+    pub fn postgres_connection_string(
+        &self,
+        ssl: bool,
+        reject_unauthorized: bool,
+        ca: Option<&Path>,
+    ) -> Option<String> {
         let DatabaseUrl::Postgres(url) = self else {
             return None;
         };
@@ -62,10 +68,12 @@ impl DatabaseUrl {
         };
         let mut out = format!("{url}{separator}sslmode={mode}");
         // Node's driver verified against the system CA bundle; libpq before 16 only reads
-        // ~/.postgresql/root.crt, so name the system bundle unless the URL names a root.
+        // ~/.postgresql/root.crt, so name the bundle (or the operator's CA) unless the URL names
+        // a root. Not with `require`: libpq would then verify the chain after all.
         let has_root = url.contains("sslrootcert=");
-        if reject_unauthorized && !has_root && Path::new(SYSTEM_CA_BUNDLE).exists() {
-            out.push_str(&format!("&sslrootcert={SYSTEM_CA_BUNDLE}"));
+        let root = ca.map(Path::to_path_buf).or_else(super::system_ca_file);
+        if let (true, false, Some(root)) = (reject_unauthorized, has_root, root) {
+            out.push_str(&format!("&sslrootcert={}", percent_encode(&root.to_string_lossy())));
         }
         Some(out)
     }
@@ -74,8 +82,6 @@ impl DatabaseUrl {
         matches!(self, DatabaseUrl::Postgres(_))
     }
 }
-
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn parse_postgres(s: &str) -> Result<DatabaseUrl, String> {
     // url's own messages ("invalid port number", "empty host") never quote the input.
@@ -109,6 +115,21 @@ fn parse_sqlite(path: &str) -> Result<DatabaseUrl, String> {
         return Err(format!("SQLite URLs take no ?options here ({ACCEPTED_FORMS})"));
     }
     Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+}
+
+/// Percent-encodes all but unreserved characters and `/` (libpq decodes `%XX` in URI values, and
+/// only that: a `+` stays a `+`).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Replaces the password of any URL with `***`; unparsable input is hidden entirely.
@@ -208,29 +229,37 @@ mod tests {
     #[test]
     fn sslmode_is_added_only_when_asked_and_missing() {
         let url = DatabaseUrl::parse("postgres://u:p@db/truxe").expect("valid");
-        assert_eq!(url.postgres_connection_string(false, true).as_deref(), Some("postgres://u:p@db/truxe"));
-        let verify = url.postgres_connection_string(true, true).unwrap_or_default();
+        assert_eq!(url.postgres_connection_string(false, true, None).as_deref(), Some("postgres://u:p@db/truxe"));
+        let verify = url.postgres_connection_string(true, true, None).unwrap_or_default();
         assert!(verify.starts_with("postgres://u:p@db/truxe?sslmode=verify-full"), "{verify}");
-        if Path::new(SYSTEM_CA_BUNDLE).exists() {
-            assert!(verify.ends_with("&sslrootcert=/etc/ssl/certs/ca-certificates.crt"), "{verify}");
+        if let Some(system) = super::super::system_ca_file() {
+            assert!(verify.ends_with(&format!("&sslrootcert={}", system.display())), "{verify}");
         }
+        let with_ca = url.postgres_connection_string(true, true, Some(Path::new("/etc/truxe/db ca.pem")));
+        assert_eq!(
+            with_ca.as_deref(),
+            Some("postgres://u:p@db/truxe?sslmode=verify-full&sslrootcert=/etc/truxe/db%20ca.pem")
+        );
         let own_root = DatabaseUrl::parse("postgres://db/truxe?sslrootcert=/etc/truxe/ca.pem").expect("valid");
         assert_eq!(
-            own_root.postgres_connection_string(true, true).as_deref(),
+            own_root.postgres_connection_string(true, true, Some(Path::new("/other.pem"))).as_deref(),
             Some("postgres://db/truxe?sslrootcert=/etc/truxe/ca.pem&sslmode=verify-full")
         );
         assert_eq!(
-            url.postgres_connection_string(true, false).as_deref(),
+            url.postgres_connection_string(true, false, Some(Path::new("/ca.pem"))).as_deref(),
             Some("postgres://u:p@db/truxe?sslmode=require")
         );
         let url = DatabaseUrl::parse("postgres://db/truxe?connect_timeout=5").expect("valid");
         assert_eq!(
-            url.postgres_connection_string(true, false).as_deref(),
+            url.postgres_connection_string(true, false, None).as_deref(),
             Some("postgres://db/truxe?connect_timeout=5&sslmode=require")
         );
         let url = DatabaseUrl::parse("postgres://db/truxe?sslmode=disable").expect("valid");
-        assert_eq!(url.postgres_connection_string(true, true).as_deref(), Some("postgres://db/truxe?sslmode=disable"));
-        assert_eq!(DatabaseUrl::Sqlite("x.db".into()).postgres_connection_string(true, true), None);
+        assert_eq!(
+            url.postgres_connection_string(true, true, None).as_deref(),
+            Some("postgres://db/truxe?sslmode=disable")
+        );
+        assert_eq!(DatabaseUrl::Sqlite("x.db".into()).postgres_connection_string(true, true, None), None);
     }
 
     #[test]

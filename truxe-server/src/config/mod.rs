@@ -10,6 +10,7 @@ mod duration;
 mod source;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use database::DatabaseUrl;
 pub use duration::{BareUnit, format_duration, parse_duration};
 pub use source::read_env_file;
+pub use tls::{CaFile, system_ca_file};
 
 use crate::keys::{Algorithm, KeyError, SigningKey};
 use crate::oauth::scope::ScopeSet;
@@ -27,7 +29,7 @@ use source::Reader;
 
 /// Variables that are read and checked but not yet acted on by the server. Each one that is
 /// set is reported at start; a name leaves this list when its feature lands.
-pub const NOT_ACTED_ON: &[&str] = &["BCRYPT_ROUNDS", "ALLOWED_ORIGINS", "SENTRY_DSN", "DATADOG_API_KEY"];
+pub const NOT_ACTED_ON: &[&str] = &["ALLOWED_ORIGINS", "SENTRY_DSN", "DATADOG_API_KEY"];
 
 /// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
 pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
@@ -93,6 +95,9 @@ pub struct DatabaseConfig {
     pub connection_timeout: Duration,
     pub ssl: bool,
     pub ssl_reject_unauthorized: bool,
+    /// `DATABASE_SSL_CA`: the CA that signed the server's certificate (libpq's `sslrootcert`);
+    /// without it, the system trust store ([`system_ca_file`]).
+    pub ssl_ca: Option<CaFile>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +105,12 @@ pub struct RedisConfig {
     /// Already `rediss://` when `REDIS_TLS=true`.
     pub url: Secret<String>,
     pub tls: bool,
+    /// `REDIS_TLS_CA`: the CA that signed the server's certificate; without it, the system
+    /// trust store.
+    pub tls_ca: Option<CaFile>,
+    /// `REDIS_TLS_REJECT_UNAUTHORIZED` (default `true`); `false` encrypts without checking the
+    /// certificate or the host name.
+    pub tls_reject_unauthorized: bool,
     /// `TRUXE_REDIS_PREFIX`: put before every key and channel name, so that several
     /// deployments (or test servers) can share one Redis. Empty by default (`oauth:client:…`).
     pub key_prefix: String,
@@ -161,6 +172,14 @@ pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub secure: bool,
+    /// `SMTP_TLS_IMPLICIT`: TLS from the first byte on a port other than 465.
+    pub implicit_tls: bool,
+    /// `SMTP_TLS_CA`: the CA that signed the server's certificate; without it, the system
+    /// trust store.
+    pub tls_ca: Option<CaFile>,
+    /// `SMTP_TLS_REJECT_UNAUTHORIZED` (default `true`); `false` encrypts without checking the
+    /// certificate or the host name.
+    pub tls_reject_unauthorized: bool,
     pub user: Option<String>,
     pub password: Option<Secret<String>>,
     pub from: String,
@@ -332,6 +351,11 @@ impl Config {
                 warnings.push(format!("{name} is set but not acted on by this version of Truxe"));
             }
         }
+        if r.is_set("BCRYPT_ROUNDS") {
+            warnings.push(
+                "BCRYPT_ROUNDS has no meaning for Truxe: it stores no passwords (sign-in is by magic link), so there is nothing to hash with bcrypt".to_string(),
+            );
+        }
 
         if r.errors.is_empty() { Ok(Config { warnings, ..config }) } else { Err(ConfigErrors(r.errors)) }
     }
@@ -456,6 +480,18 @@ fn read_database(r: &mut Reader<'_>, data_dir: &Path, warnings: &mut Vec<String>
     if ssl && !url.is_postgres() {
         warnings.push("DATABASE_SSL applies to PostgreSQL only; it is ignored for SQLite".to_string());
     }
+    let ssl_reject_unauthorized = r.bool("DATABASE_SSL_REJECT_UNAUTHORIZED", true);
+    let ssl_ca = tls::read_ca(r, "DATABASE_SSL_CA");
+    if ssl_ca.is_some() && url.is_postgres() {
+        if !ssl {
+            warnings.push("DATABASE_SSL_CA is set but DATABASE_SSL is not true; it is ignored".to_string());
+        } else if !ssl_reject_unauthorized {
+            warnings.push(
+                "DATABASE_SSL_CA is ignored with DATABASE_SSL_REJECT_UNAUTHORIZED=false (the certificate is not checked)"
+                    .to_string(),
+            );
+        }
+    }
     DatabaseConfig {
         url,
         is_embedded_default,
@@ -464,20 +500,39 @@ fn read_database(r: &mut Reader<'_>, data_dir: &Path, warnings: &mut Vec<String>
         idle_timeout: r.duration("DATABASE_IDLE_TIMEOUT", BareUnit::Millis, Duration::from_millis(10_000)),
         connection_timeout: r.duration("DATABASE_CONNECTION_TIMEOUT", BareUnit::Millis, Duration::from_millis(5_000)),
         ssl,
-        ssl_reject_unauthorized: r.bool("DATABASE_SSL_REJECT_UNAUTHORIZED", true),
+        ssl_reject_unauthorized,
+        ssl_ca,
     }
 }
 
 fn read_redis(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> Option<RedisConfig> {
     let tls = r.bool("REDIS_TLS", false);
+    let tls_reject_unauthorized = r.bool("REDIS_TLS_REJECT_UNAUTHORIZED", true);
+    let tls_ca = tls::read_ca(r, "REDIS_TLS_CA");
     let Some(raw) = r.raw("REDIS_URL") else {
-        if r.is_set("REDIS_TLS") {
-            warnings.push("REDIS_TLS is set but REDIS_URL is not; it is ignored".to_string());
+        for name in ["REDIS_TLS", "REDIS_TLS_CA", "REDIS_TLS_REJECT_UNAUTHORIZED"] {
+            if r.is_set(name) {
+                warnings.push(format!("{name} is set but REDIS_URL is not; it is ignored"));
+            }
         }
         return None;
     };
     match database::parse_redis(&raw, tls) {
         Ok((url, tls)) => {
+            if !tls {
+                for name in ["REDIS_TLS_CA", "REDIS_TLS_REJECT_UNAUTHORIZED"] {
+                    if r.is_set(name) {
+                        warnings.push(format!(
+                            "{name} is set but Redis is not reached over TLS (REDIS_TLS=true or a rediss:// URL); it is ignored"
+                        ));
+                    }
+                }
+            } else if tls_ca.is_some() && !tls_reject_unauthorized {
+                warnings.push(
+                    "REDIS_TLS_CA is ignored with REDIS_TLS_REJECT_UNAUTHORIZED=false (the certificate is not checked)"
+                        .to_string(),
+                );
+            }
             let key_prefix = r.string("TRUXE_REDIS_PREFIX").unwrap_or_default();
             if key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 r.error(
@@ -485,7 +540,7 @@ fn read_redis(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> Option<RedisCon
                     "must not contain spaces or control characters (example: truxe-staging:)",
                 );
             }
-            Some(RedisConfig { url, tls, key_prefix })
+            Some(RedisConfig { url, tls, tls_ca, tls_reject_unauthorized, key_prefix })
         }
         Err(message) => {
             r.error("REDIS_URL", message);
@@ -595,6 +650,9 @@ fn read_smtp(r: &mut Reader<'_>, production: bool) -> Option<SmtpConfig> {
     let host = r.string("SMTP_HOST");
     let port = r.port("SMTP_PORT", 587);
     let secure = r.bool("SMTP_SECURE", false);
+    let implicit_tls = r.bool("SMTP_TLS_IMPLICIT", false);
+    let tls_ca = tls::read_ca(r, "SMTP_TLS_CA");
+    let tls_reject_unauthorized = r.bool("SMTP_TLS_REJECT_UNAUTHORIZED", true);
     let user = r.string("SMTP_USER");
     let password = r.raw("SMTP_PASSWORD").map(Secret::new);
     let from = r.parse_opt("EMAIL_FROM", |v| {
@@ -609,7 +667,18 @@ fn read_smtp(r: &mut Reader<'_>, production: bool) -> Option<SmtpConfig> {
         }
         return None;
     };
-    Some(SmtpConfig { host, port, secure, user, password, from, from_name })
+    Some(SmtpConfig {
+        host,
+        port,
+        secure,
+        implicit_tls,
+        tls_ca,
+        tls_reject_unauthorized,
+        user,
+        password,
+        from,
+        from_name,
+    })
 }
 
 fn read_origins(r: &mut Reader<'_>) -> Vec<String> {

@@ -740,3 +740,99 @@ fn audiences_that_are_not_uris_are_warned_about() {
     let c = ok(&[("JWT_AUDIENCE", "https://api.example.com")]);
     assert!(!c.warnings.iter().any(|w| w.contains("JWT_AUDIENCE")), "{:?}", c.warnings);
 }
+
+#[test]
+fn bcrypt_rounds_says_it_has_no_meaning() {
+    let c = ok(&[("BCRYPT_ROUNDS", "12")]);
+    assert!(!NOT_ACTED_ON.contains(&"BCRYPT_ROUNDS"));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("BCRYPT_ROUNDS has no meaning for Truxe: it stores no passwords"));
+    assert!(!c.warnings[0].contains("not acted on"));
+}
+
+/// A CA file as the TLS variables take it (one self-signed certificate).
+fn ca_pem_file(dir: &tempfile::TempDir) -> String {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
+    let mut name = x509::X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "test CA").expect("cn");
+    let name = name.build();
+    let mut cert = x509::X509Builder::new().expect("builder");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    cert.set_not_before(&Asn1Time::days_from_now(0).expect("time")).expect("nb");
+    cert.set_not_after(&Asn1Time::days_from_now(1).expect("time")).expect("na");
+    cert.sign(&key, MessageDigest::sha256()).expect("sign");
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, cert.build().to_pem().expect("pem")).expect("write");
+    path.display().to_string()
+}
+
+#[test]
+fn tls_ca_files_are_read_and_checked_at_load() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = ca_pem_file(&dir);
+    let c = ok(&[
+        ("DATABASE_URL", "postgres://db/truxe"),
+        ("DATABASE_SSL", "true"),
+        ("DATABASE_SSL_CA", &ca),
+        ("REDIS_URL", "rediss://redis:6380"),
+        ("REDIS_TLS_CA", &ca),
+        ("SMTP_HOST", "smtp.example.com"),
+        ("EMAIL_FROM", "noreply@example.com"),
+        ("SMTP_TLS_CA", &ca),
+        ("SMTP_TLS_IMPLICIT", "true"),
+    ]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.database.ssl_ca.as_ref().map(|f| f.path.display().to_string()), Some(ca.clone()));
+    let redis = c.redis.expect("redis");
+    assert!(redis.tls && redis.tls_reject_unauthorized && redis.tls_ca.is_some());
+    let smtp = c.smtp.expect("smtp");
+    assert!(smtp.implicit_tls && smtp.tls_reject_unauthorized && smtp.tls_ca.is_some());
+
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").expect("write");
+    let not_pem = not_pem.display().to_string();
+    for name in ["DATABASE_SSL_CA", "REDIS_TLS_CA", "SMTP_TLS_CA"] {
+        let base = [
+            ("DATABASE_URL", "postgres://db/truxe"),
+            ("DATABASE_SSL", "true"),
+            ("REDIS_URL", "rediss://redis:6380"),
+            ("SMTP_HOST", "smtp.example.com"),
+            ("EMAIL_FROM", "noreply@example.com"),
+        ];
+        for (value, why) in [(not_pem.as_str(), "no PEM certificate"), ("/nonexistent/ca.pem", "cannot read")] {
+            let mut vars = base.to_vec();
+            vars.push((name, value));
+            let message = assert_one_error_naming(&vars, name);
+            assert!(message.contains(why) && message.contains(value), "{message}");
+        }
+    }
+}
+
+#[test]
+fn tls_settings_that_change_nothing_are_warned_about() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = ca_pem_file(&dir);
+    let warned = |vars: &[(&str, &str)], needle: &str| {
+        let c = ok(vars);
+        assert!(c.warnings.iter().any(|w| w.contains(needle)), "{needle}: {:?}", c.warnings);
+    };
+    warned(&[("DATABASE_URL", "postgres://db/truxe"), ("DATABASE_SSL_CA", &ca)], "DATABASE_SSL is not true");
+    warned(
+        &[
+            ("DATABASE_URL", "postgres://db/truxe"),
+            ("DATABASE_SSL", "true"),
+            ("DATABASE_SSL_REJECT_UNAUTHORIZED", "false"),
+            ("DATABASE_SSL_CA", &ca),
+        ],
+        "DATABASE_SSL_CA is ignored",
+    );
+    warned(&[("REDIS_URL", "redis://redis:6379"), ("REDIS_TLS_CA", &ca)], "not reached over TLS");
+    warned(&[("REDIS_TLS_CA", &ca)], "REDIS_URL is not");
+    warned(
+        &[("REDIS_URL", "rediss://redis"), ("REDIS_TLS_REJECT_UNAUTHORIZED", "false"), ("REDIS_TLS_CA", &ca)],
+        "REDIS_TLS_CA is ignored",
+    );
+}

@@ -299,6 +299,8 @@ mod tests {
         let config = RedisConfig {
             url: crate::secret::Secret::new("redis://127.0.0.1".to_string()),
             tls: false,
+            tls_ca: None,
+            tls_reject_unauthorized: true,
             key_prefix: "staging:".into(),
         };
         assert_eq!(client_key(&config, "cl_1"), "staging:oauth:client:cl_1");

@@ -64,6 +64,12 @@ pub type PooledConnection = r2d2::PooledConnection<Manager>;
 pub enum StoreError {
     #[error("database at {target} did not answer within {waited:?}: {last_error}")]
     Unreachable { target: String, waited: Duration, last_error: String },
+    /// The server's certificate did not verify (or TLS failed otherwise): not retried, since
+    /// waiting does not change a certificate.
+    #[error(
+        "database at {target}: the TLS connection was refused: {reason}. If the server's certificate is signed by a private CA, set DATABASE_SSL_CA to that CA's PEM file; for a self-signed certificate, DATABASE_SSL_REJECT_UNAUTHORIZED=false encrypts without verifying it"
+    )]
+    Tls { target: String, reason: String },
     #[error("cannot create the database directory {path}: {source}")]
     Directory { path: PathBuf, source: std::io::Error },
     #[error("database pool: {0}")]
@@ -95,7 +101,9 @@ impl StoreError {
     pub fn failure(&self) -> Failure {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
-            StoreError::Pool(_) | StoreError::Unreachable { .. } | StoreError::Cancelled => Failure::Unavailable,
+            StoreError::Pool(_) | StoreError::Unreachable { .. } | StoreError::Tls { .. } | StoreError::Cancelled => {
+                Failure::Unavailable
+            }
             StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _))
             | StoreError::Query(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _))
             | StoreError::Query(Error::BrokenTransactionManager) => Failure::Unavailable,
@@ -177,7 +185,14 @@ impl Target {
         match &config.url {
             DatabaseUrl::Sqlite(path) => Target::Sqlite(path.clone()),
             DatabaseUrl::Postgres(_) => Target::Postgres(
-                config.url.postgres_connection_string(config.ssl, config.ssl_reject_unauthorized).unwrap_or_default(),
+                config
+                    .url
+                    .postgres_connection_string(
+                        config.ssl,
+                        config.ssl_reject_unauthorized,
+                        config.ssl_ca.as_ref().map(|ca| ca.path.as_path()),
+                    )
+                    .unwrap_or_default(),
             ),
         }
     }
@@ -264,6 +279,9 @@ fn connect_named(config: &DatabaseConfig, application_name: Option<String>) -> R
     let mut probe = loop {
         match target.establish() {
             Ok(conn) => break conn,
+            Err(err) if is_tls_failure(&err.to_string()) => {
+                return Err(StoreError::Tls { target: config.url.redacted(), reason: one_line(&err.to_string()) });
+            }
             Err(err) if started.elapsed() >= config.connection_timeout => {
                 return Err(StoreError::Unreachable {
                     target: config.url.redacted(),
@@ -310,10 +328,17 @@ pub fn connect_one(config: &DatabaseConfig) -> Result<AnyConnection, StoreError>
     if let Target::Sqlite(path) = &target {
         prepare_sqlite_file(path)?;
     }
-    let mut conn = target.establish().map_err(|e| StoreError::Unreachable {
-        target: config.url.redacted(),
-        waited: Duration::ZERO,
-        last_error: e.to_string().trim().to_string(),
+    let mut conn = target.establish().map_err(|e| {
+        let message = e.to_string();
+        if is_tls_failure(&message) {
+            StoreError::Tls { target: config.url.redacted(), reason: one_line(&message) }
+        } else {
+            StoreError::Unreachable {
+                target: config.url.redacted(),
+                waited: Duration::ZERO,
+                last_error: one_line(&message),
+            }
+        }
     })?;
     if let AnyConnection::Sqlite(c) = &mut conn {
         c.batch_execute(
@@ -321,6 +346,27 @@ pub fn connect_one(config: &DatabaseConfig) -> Result<AnyConnection, StoreError>
         )?;
     }
     Ok(conn)
+}
+
+/// libpq's messages for a TLS handshake that failed or a certificate that did not verify (they
+/// name the host: `connection to server at "db" (10.0.0.5), port 5432 failed: SSL error: ...`).
+fn is_tls_failure(message: &str) -> bool {
+    [
+        "SSL error",
+        "certificate verify failed",
+        "does not match host name",
+        "root certificate file",
+        "SSL SYSCALL error",
+        "server does not support SSL",
+        "could not read root certificate",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+/// libpq's multi-line messages on one line, for a log line or a start-up error.
+fn one_line(message: &str) -> String {
+    message.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {

@@ -1,40 +1,142 @@
 //! The optional Redis pool (`REDIS_URL`): shared state for several instances.
+//!
+//! Every Redis connection, pooled or not, comes from [`client`], which applies the TLS settings
+//! (`REDIS_TLS_CA`, `REDIS_TLS_REJECT_UNAUTHORIZED`); the pool is a small `bb8` manager over that
+//! client, since bb8-redis's own manager only takes a URL.
 
 use std::time::Duration;
 
-use bb8_redis::RedisConnectionManager;
 use bb8_redis::bb8;
+use bb8_redis::redis;
+use redis::aio::MultiplexedConnection;
 
 use crate::config::RedisConfig;
 
-pub type RedisPool = bb8::Pool<RedisConnectionManager>;
+pub type RedisPool = bb8::Pool<RedisManager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
     #[error("REDIS_URL is not a usable Redis URL: {0}")]
     Url(String),
+    /// Connecting failed (refused, TLS handshake, certificate); names the server.
+    #[error("redis at {server}: {reason}")]
+    Connect { server: String, reason: String },
     #[error("redis: {0}")]
     Command(String),
+}
+
+/// Hands out multiplexed connections of one [`client`].
+#[derive(Clone, Debug)]
+pub struct RedisManager {
+    client: redis::Client,
+    /// `host:port (TLS)` for messages; never the password.
+    server: String,
+}
+
+impl RedisManager {
+    fn connect_error(&self, error: &redis::RedisError) -> RedisError {
+        RedisError::Connect { server: self.server.clone(), reason: describe(error) }
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.client.get_multiplexed_async_connection().await.map_err(|e| self.connect_error(&e))
+    }
+
+    async fn is_valid(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
+        let pong: String =
+            redis::cmd("PING").query_async(conn).await.map_err(|e| RedisError::Command(e.to_string()))?;
+        if pong == "PONG" { Ok(()) } else { Err(RedisError::Command(format!("unexpected PING answer {pong:?}"))) }
+    }
+
+    fn has_broken(&self, _conn: &mut MultiplexedConnection) -> bool {
+        false
+    }
 }
 
 /// Builds the pool without connecting: a Redis that is down at start shows in readiness,
 /// it does not keep the server from starting.
 pub fn connect(config: &RedisConfig) -> Result<RedisPool, RedisError> {
-    // Checked here with the same client constructor every other Redis user goes through.
-    client(config)?;
-    let manager =
-        RedisConnectionManager::new(config.url.secret().as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
-    Ok(bb8::Pool::builder().max_size(16).connection_timeout(Duration::from_secs(2)).build_unchecked(manager))
+    let manager = RedisManager { client: client(config)?, server: server_name(config) };
+    Ok(bb8::Pool::builder()
+        .max_size(16)
+        .connection_timeout(Duration::from_secs(2))
+        // A failed connect is not retried inside one checkout: the next checkout tries again.
+        .retry_connection(false)
+        .build_unchecked(manager))
 }
 
 pub async fn ping(pool: &RedisPool) -> Result<(), RedisError> {
-    let mut conn = pool.get().await.map_err(|e| RedisError::Command(e.to_string()))?;
+    let mut conn = match pool.get().await {
+        Ok(conn) => conn,
+        Err(bb8::RunError::User(e)) => return Err(e),
+        // bb8 keeps the reason a connect failed to itself: one direct attempt tells it
+        // (a certificate that does not verify, a refused connection).
+        Err(bb8::RunError::TimedOut) => {
+            return Err(match pool.dedicated_connection().await {
+                Err(e) => e,
+                Ok(_) => RedisError::Command("no pooled connection free within 2 s".to_string()),
+            });
+        }
+    };
     let pong: String =
-        bb8_redis::redis::cmd("PING").query_async(&mut *conn).await.map_err(|e| RedisError::Command(e.to_string()))?;
+        redis::cmd("PING").query_async(&mut *conn).await.map_err(|e| RedisError::Command(e.to_string()))?;
     if pong == "PONG" { Ok(()) } else { Err(RedisError::Command(format!("unexpected PING answer {pong:?}"))) }
 }
 
-/// A Redis client for connections outside the pool (pub/sub subscriptions).
-pub fn client(config: &RedisConfig) -> Result<bb8_redis::redis::Client, RedisError> {
-    bb8_redis::redis::Client::open(config.url.secret().as_str()).map_err(|e| RedisError::Url(e.to_string()))
+/// THE constructor of a Redis client, for the pool and for connections outside it (pub/sub
+/// subscriptions): with TLS, it trusts `REDIS_TLS_CA` when given (else the system trust store),
+/// or nothing is checked with `REDIS_TLS_REJECT_UNAUTHORIZED=false`.
+pub fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
+    let url = config.url.secret().as_str();
+    let url_error = |e: redis::RedisError| RedisError::Url(e.to_string());
+    if !config.tls {
+        return redis::Client::open(url).map_err(url_error);
+    }
+    if !config.tls_reject_unauthorized {
+        // The crate's one switch for "TLS without verification" is this URL fragment.
+        let insecure = if url.contains('#') { url.to_string() } else { format!("{url}#insecure") };
+        return redis::Client::open(insecure.as_str()).map_err(url_error);
+    }
+    match &config.tls_ca {
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(ca.pem.clone()) },
+        )
+        .map_err(url_error),
+        None => redis::Client::open(url).map_err(url_error),
+    }
+}
+
+/// `host:port`, with `(TLS)` when encrypted: what messages name.
+fn server_name(config: &RedisConfig) -> String {
+    let (host, port) = url::Url::parse(config.url.secret())
+        .ok()
+        .map(|u| (u.host_str().unwrap_or("?").to_string(), u.port().unwrap_or(6379)))
+        .unwrap_or_else(|| ("?".to_string(), 6379));
+    if config.tls { format!("{host}:{port} (TLS)") } else { format!("{host}:{port}") }
+}
+
+/// The redis crate's message plus its cause (native-tls puts the OpenSSL reason there).
+fn describe(error: &redis::RedisError) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if message.contains("certificate verify failed") || message.contains("certificate") {
+        message.push_str(
+            " (a private CA: set REDIS_TLS_CA to its PEM file; a self-signed certificate: REDIS_TLS_REJECT_UNAUTHORIZED=false)",
+        );
+    }
+    message
 }
