@@ -23,8 +23,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// The guide's variables that may still be reported "not acted on" at start, each for a reason
 /// the README gives: SENTRY_DSN and DATADOG_API_KEY belong to the operations work (issue 9).
-/// ALLOWED_ORIGINS is trimmed once CORS lands.
-const MAY_BE_NOT_ACTED_ON: &[&str] = &["SENTRY_DSN", "DATADOG_API_KEY", "ALLOWED_ORIGINS"];
+const MAY_BE_NOT_ACTED_ON: &[&str] = &["SENTRY_DSN", "DATADOG_API_KEY"];
 
 /// Replaces `from` with `to` in the file's text, exactly once.
 fn replace_once(text: &str, from: &str, to: &str) -> String {
@@ -194,11 +193,25 @@ async fn the_guides_env_production_runs_on_tls_back_ends() {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let ready = client.get(server.url("/health/ready")).send().await.expect("ready");
     let status = ready.status().as_u16();
+    let hsts = ready.headers().get("strict-transport-security").map(|v| v.to_str().unwrap_or_default().to_string());
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(status, 200, "{body}\n{}", server.output());
     assert_eq!(body["checks"]["database"]["status"], "ok", "{body}");
     assert_eq!(body["checks"]["database"]["backend"], "postgresql", "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "ok", "{body}");
+    // An https issuer: HSTS on every answer.
+    assert_eq!(hsts.as_deref(), Some("max-age=31536000; includeSubDomains"));
+
+    // The guide's ALLOWED_ORIGINS is acted on: its application may call the token endpoint.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, server.url("/oauth-provider/token"))
+        .header("Origin", "https://app.yourdomain.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.yourdomain.com");
 
     // A magic link, over STARTTLS, with the guide's SMTP user and the replaced password.
     let login = client.get(server.url("/login")).send().await.expect("GET /login");

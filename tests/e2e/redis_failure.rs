@@ -103,6 +103,8 @@ on_both_backends! {
         let refused = token_answer(&server, &other).await;
         oauth::assert_oauth_error(&refused, 401, "invalid_client", "suspended while Redis is down");
         assert_eq!(shared.pending_client_changes(), 1, "the announcement is kept for when Redis returns");
+        // Readiness answers are reused for a second (`READINESS_TTL`): the failure shows after it.
+        eventually(Duration::from_secs(5), "readiness reports Redis", || async { readiness(&server).await.0 == 503 }).await;
         let (status, body) = readiness(&server).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["checks"]["redis"]["status"], "fail", "{body}");

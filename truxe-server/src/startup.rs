@@ -192,19 +192,33 @@ impl Application {
             mailer: Arc::new(mailer),
             audit,
             clients,
+            readiness: Default::default(),
         });
         tokio::spawn(housekeeping(state.pool.clone()));
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
         let app_state = state.clone();
+        let limits = config.http.clone();
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                // The last `.wrap` is outermost: request id → (security headers → CORS →) rate limit.
+                // The last `.wrap` is outermost: request id → security headers → head limits →
+                // CORS (so that a 429 reaches the script that caused it) → rate limit → routes.
                 .wrap(middleware::from_fn(http::rate_limit::middleware))
+                .wrap(middleware::from_fn(http::cors::middleware))
+                .wrap(middleware::from_fn(http::request_limits::middleware))
+                .wrap(http::security_headers::middleware(&app_state.config))
                 .wrap(middleware::from_fn(http::request_id::middleware))
                 .configure(http::routes)
         })
+        .workers(workers)
+        // A client gets `TRUXE_CLIENT_TIMEOUT` for its request head (then 408) and again for its
+        // body (`http::body`); an idle keep-alive connection is closed after 5 s.
+        .client_request_timeout(limits.client_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .keep_alive(std::time::Duration::from_secs(5))
+        .max_connections((limits.max_connections as usize).div_ceil(workers))
         // Signals are handled in `run_until_stopped`, so that SIGINT is as graceful as SIGTERM.
         .disable_signals()
         .shutdown_timeout(30)

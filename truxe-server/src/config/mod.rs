@@ -29,7 +29,7 @@ use source::Reader;
 
 /// Variables that are read and checked but not yet acted on by the server. Each one that is
 /// set is reported at start; a name leaves this list when its feature lands.
-pub const NOT_ACTED_ON: &[&str] = &["ALLOWED_ORIGINS", "SENTRY_DSN", "DATADOG_API_KEY"];
+pub const NOT_ACTED_ON: &[&str] = &["SENTRY_DSN", "DATADOG_API_KEY"];
 
 /// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
 pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
@@ -66,7 +66,11 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub smtp: Option<SmtpConfig>,
     pub bcrypt_rounds: u32,
+    /// `ALLOWED_ORIGINS`: the origins whose scripts may call the endpoints browsers use
+    /// (`http::cors`), each in its serialized form (`https://app.example.com`); `*` only in
+    /// development.
     pub allowed_origins: Vec<String>,
+    pub http: HttpConfig,
     pub rate_limit: RateLimitConfig,
     /// `TRUST_PROXY`: the proxies whose `X-Forwarded-For` / `Forwarded` name the client
     /// (`http::client_ip`); empty: the socket address is the client.
@@ -186,6 +190,17 @@ pub struct SmtpConfig {
     pub from_name: Option<String>,
 }
 
+/// Limits on what one HTTP client may hold of the server.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `TRUXE_CLIENT_TIMEOUT`: how long a client has to send its request head, and again its
+    /// body; a slower client is cut off (408, or the connection closed).
+    pub client_timeout: Duration,
+    /// `TRUXE_MAX_CONNECTIONS`: open connections at most, over all workers; more wait in the
+    /// listen backlog.
+    pub max_connections: u32,
+}
+
 #[derive(Clone, Debug)]
 pub struct RateLimitConfig {
     /// `RATE_LIMIT_ENABLED`; `false` turns every limit off (requests and magic links).
@@ -299,6 +314,10 @@ impl Config {
         let smtp = read_smtp(&mut r, production);
         let bcrypt_rounds = r.number("BCRYPT_ROUNDS", 12, 4..=31);
         let allowed_origins = read_origins(&mut r);
+        let http = HttpConfig {
+            client_timeout: read_client_timeout(&mut r),
+            max_connections: r.number("TRUXE_MAX_CONNECTIONS", 4_096, 16..=1_000_000),
+        };
         let rate_limit = read_rate_limit(&mut r, &mut warnings);
         let trust_proxy = read_trust_proxy(&mut r);
         let log_level = r.parse("LOG_LEVEL", "info".to_string(), parse_log_level);
@@ -328,6 +347,7 @@ impl Config {
             smtp,
             bcrypt_rounds,
             allowed_origins,
+            http,
             rate_limit,
             trust_proxy,
             log_level,
@@ -691,18 +711,33 @@ fn read_origins(r: &mut Reader<'_>) -> Vec<String> {
             origins.push(item.to_string());
             continue;
         }
-        // Browsers send Origin without a trailing slash, so one written with it would never match.
+        // Browsers send Origin serialized: no trailing slash, lower-case scheme and host, no
+        // default port. Stored that way, an exact comparison matches however it was written.
         let origin = item.strip_suffix('/').unwrap_or(item);
-        let valid = url::Url::parse(origin)
-            .is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()) && u.path().trim_start_matches('/').is_empty())
-            && !origin.contains(['?', '#']);
-        if valid {
-            origins.push(origin.to_string());
+        let parsed = url::Url::parse(origin).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.path().trim_start_matches('/').is_empty()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && !origin.contains(['?', '#'])
+        });
+        if let Some(url) = parsed {
+            origins.push(url.origin().ascii_serialization());
         } else {
             r.error("ALLOWED_ORIGINS", format_args!("{item:?} is not an origin (scheme://host[:port], no path)"));
         }
     }
     origins
+}
+
+/// `TRUXE_CLIENT_TIMEOUT`: 1 s to 5 min (default 10 s); a bare number is seconds.
+fn read_client_timeout(r: &mut Reader<'_>) -> Duration {
+    let timeout = r.duration("TRUXE_CLIENT_TIMEOUT", BareUnit::Seconds, Duration::from_secs(10));
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&timeout) {
+        r.error("TRUXE_CLIENT_TIMEOUT", format_args!("{} is not from 1s to 5m", format_duration(timeout)));
+    }
+    timeout
 }
 
 /// `TRUXE_SCOPES=orders:read,orders:write`: each one an RFC 6749 §3.3 scope-token. Standard

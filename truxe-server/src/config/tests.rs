@@ -212,6 +212,31 @@ fn comma_lists() {
 }
 
 #[test]
+fn origins_are_kept_as_browsers_serialize_them() {
+    let c = ok(&[("ALLOWED_ORIGINS", "HTTPS://App.Example.com:443,http://localhost:80/,https://a.example:8443")]);
+    assert_eq!(c.allowed_origins, ["https://app.example.com", "http://localhost", "https://a.example:8443"]);
+    for bad in ["ftp://files.example.com", "https://user:pw@app.example.com", "https://app.example.com?x=1", "null"] {
+        assert_one_error_naming(&[("ALLOWED_ORIGINS", bad)], "ALLOWED_ORIGINS");
+    }
+}
+
+#[test]
+fn client_timeout_and_connection_limit() {
+    let c = ok(&[]);
+    assert_eq!(c.http.client_timeout, Duration::from_secs(10));
+    assert_eq!(c.http.max_connections, 4_096);
+    let c = ok(&[("TRUXE_CLIENT_TIMEOUT", "2s"), ("TRUXE_MAX_CONNECTIONS", "100")]);
+    assert_eq!((c.http.client_timeout, c.http.max_connections), (Duration::from_secs(2), 100));
+    assert_eq!(ok(&[("TRUXE_CLIENT_TIMEOUT", "30")]).http.client_timeout, Duration::from_secs(30));
+    for bad in ["0", "500ms", "6m", "soon"] {
+        assert_one_error_naming(&[("TRUXE_CLIENT_TIMEOUT", bad)], "TRUXE_CLIENT_TIMEOUT");
+    }
+    for bad in ["0", "15", "many"] {
+        assert_one_error_naming(&[("TRUXE_MAX_CONNECTIONS", bad)], "TRUXE_MAX_CONNECTIONS");
+    }
+}
+
+#[test]
 fn rate_limit_endpoint_overrides() {
     let c = ok(&[("RATE_LIMIT_ENDPOINTS", "authorize=5:8, token=30:60")]);
     assert_eq!(c.rate_limit.endpoint("authorize"), Some((5, 8)));
@@ -490,7 +515,9 @@ fn not_acted_on_variables_are_reported() {
     got.sort();
     assert_eq!(got, expected);
     // Acted on since sign-in landed (issue 4).
-    for name in ["SESSION_SECRET", "SESSION_MAX_AGE", "SMTP_HOST", "EMAIL_FROM", "MFA_ENABLED", "MFA_ISSUER"] {
+    for name in
+        ["SESSION_SECRET", "SESSION_MAX_AGE", "SMTP_HOST", "EMAIL_FROM", "MFA_ENABLED", "MFA_ISSUER", "ALLOWED_ORIGINS"]
+    {
         assert!(!NOT_ACTED_ON.contains(&name), "{name}");
     }
 }

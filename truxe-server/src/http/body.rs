@@ -2,9 +2,11 @@
 //! limit and content type, and maps [`BodyError`] to its own kind of answer (OAuth JSON, an
 //! error page, the admin API's JSON).
 
+use std::time::Duration;
+
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use actix_web::web::{Bytes, Payload};
+use actix_web::web::{Bytes, Data, Payload};
 
 /// OAuth requests (token, introspection, revocation, userinfo) are a few hundred bytes.
 pub const OAUTH_LIMIT: usize = 16 * 1024;
@@ -24,6 +26,8 @@ pub enum BodyError {
     TooLarge { limit: usize },
     /// The connection failed while the body was being read.
     Unreadable,
+    /// The body did not arrive within `TRUXE_CLIENT_TIMEOUT` (a client trickling it in).
+    TimedOut { after: Duration },
 }
 
 impl std::fmt::Display for BodyError {
@@ -32,6 +36,9 @@ impl std::fmt::Display for BodyError {
             BodyError::UnsupportedType(found) => write!(f, "unsupported Content-Type {found:?}"),
             BodyError::TooLarge { limit } => write!(f, "the request body is larger than {limit} bytes"),
             BodyError::Unreadable => f.write_str("the request body could not be read"),
+            BodyError::TimedOut { after } => {
+                write!(f, "the request body did not arrive within {}", crate::config::format_duration(*after))
+            }
         }
     }
 }
@@ -64,9 +71,19 @@ pub async fn read_any(req: &HttpRequest, payload: Payload, limit: usize) -> Resu
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => Err(BodyError::Unreadable),
-        Err(_) => Err(BodyError::TooLarge { limit }),
+    let deadline = deadline(req);
+    match tokio::time::timeout(deadline, payload.to_bytes_limited(limit)).await {
+        Err(_) => {
+            tracing::info!(path = req.path(), "a request body did not arrive in time; answered without it");
+            Err(BodyError::TimedOut { after: deadline })
+        }
+        Ok(Ok(Ok(body))) => Ok(body),
+        Ok(Ok(Err(_))) => Err(BodyError::Unreadable),
+        Ok(Err(_)) => Err(BodyError::TooLarge { limit }),
     }
+}
+
+/// `TRUXE_CLIENT_TIMEOUT` of the serving application (its default outside one).
+fn deadline(req: &HttpRequest) -> Duration {
+    req.app_data::<Data<super::AppState>>().map_or(Duration::from_secs(10), |state| state.config.http.client_timeout)
 }

@@ -1,7 +1,12 @@
 //! `GET /health` (liveness) and `GET /health/ready` (readiness with one entry per dependency).
+//!
+//! Readiness queries the database, pings Redis and signs: work an anonymous caller must not be
+//! able to order at will. One check runs at a time, and its answer is reused for
+//! [`READINESS_TTL`]; callers arriving during a check wait for it and share its answer.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use diesel::connection::SimpleConnection;
 use serde_json::{Value, json};
@@ -15,7 +20,28 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "status": "ok" }))
 }
 
+/// How long one readiness answer is reused.
+pub const READINESS_TTL: Duration = Duration::from_secs(1);
+
+/// The last readiness answer and when it was computed.
+#[derive(Default)]
+pub struct ReadinessCache(tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>);
+
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let mut last = state.readiness.0.lock().await;
+    let (status, body) = match &*last {
+        Some((at, status, body)) if at.elapsed() < READINESS_TTL => (*status, body.clone()),
+        _ => {
+            let (status, body) = check_all(&state).await;
+            *last = Some((Instant::now(), status, body.clone()));
+            (status, body)
+        }
+    };
+    drop(last);
+    HttpResponse::build(status).insert_header(("Cache-Control", "no-store")).json(body)
+}
+
+async fn check_all(state: &AppState) -> (StatusCode, Value) {
     let mut checks = serde_json::Map::new();
     let mut all_ok = true;
 
@@ -49,9 +75,15 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     all_ok &= signing.is_ok();
     checks.insert("signing_key".into(), check(signing, json!({ "kid": key.kid(), "alg": key.algorithm().as_str() })));
 
-    let body = json!({ "status": if all_ok { "ok" } else { "unavailable" }, "checks": checks });
-    let mut response = if all_ok { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
-    response.insert_header(("Cache-Control", "no-store")).json(body)
+    let checked_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let body = json!({
+        "status": if all_ok { "ok" } else { "unavailable" },
+        "checks": checks,
+        "checked_at_ms": checked_at,
+    });
+    (if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
 }
 
 fn check(result: Result<(), String>, mut extra: Value) -> Value {

@@ -5,19 +5,22 @@ mod authorize;
 pub mod body;
 pub mod client_ip;
 mod consents;
+pub mod cors;
 pub mod csrf;
 mod discovery;
 mod end_session;
 pub mod error;
-mod health;
+pub mod health;
 mod introspect;
 mod jwks;
 mod login;
 pub mod pages;
 pub mod rate_limit;
 pub mod request_id;
+pub mod request_limits;
 pub mod request_meta;
 mod revoke;
+pub mod security_headers;
 pub mod session;
 mod token;
 mod userinfo;
@@ -57,6 +60,8 @@ pub struct AppState {
     pub clients: Arc<crate::client_cache::ClientCache>,
     /// Request rate limits (in process, or shared through Redis).
     pub limiter: Arc<crate::ratelimit::Limiter>,
+    /// The last `/health/ready` answer, reused for [`health::READINESS_TTL`].
+    pub readiness: health::ReadinessCache,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

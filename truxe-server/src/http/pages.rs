@@ -19,15 +19,13 @@ pub const MAX_FORM_BYTES: usize = super::body::FORM_LIMIT;
 pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; frame-ancestors 'none'; base-uri 'none'";
 
-/// Adds the headers every HTML response carries.
+/// Adds what an HTML response carries beyond the headers of every answer
+/// (`http::security_headers`: framing, sniffing, referrer, HSTS): the page policy, and no caching.
 pub fn security_headers(builder: &mut HttpResponseBuilder) -> &mut HttpResponseBuilder {
     builder
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
 }
 
 /// An HTML body with the security headers.
@@ -160,6 +158,11 @@ pub async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::
             StatusCode::PAYLOAD_TOO_LARGE,
             "Form too large",
             "The form sent was larger than this page accepts.",
+        ),
+        BodyError::TimedOut { .. } => error_page(
+            StatusCode::REQUEST_TIMEOUT,
+            "Form not received",
+            "The form took too long to arrive. Please try again.",
         ),
         BodyError::Unreadable => bad_form(),
     })
