@@ -39,22 +39,66 @@ impl RedisManager {
     }
 }
 
-impl bb8::ManageConnection for RedisManager {
-    type Connection = MultiplexedConnection;
-    type Error = RedisError;
+/// A pooled connection that remembers whether it failed in a way that needs a new connection
+/// (the socket dropped, Redis restarted), so that the pool discards it instead of a `PING` on
+/// every checkout: that check would double the round trips of every rate-limit check and cache
+/// read. A command Redis refuses (`NOSCRIPT`, a wrong type) leaves the connection usable.
+pub struct RedisConnection {
+    inner: MultiplexedConnection,
+    broken: bool,
+}
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.client.get_multiplexed_async_connection().await.map_err(|e| self.connect_error(&e))
+impl RedisConnection {
+    fn note<T>(&mut self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result {
+            self.broken |= error.is_unrecoverable_error() || error.is_connection_dropped() || error.is_io_error();
+        }
+        result
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_command(cmd).await;
+            self.note(result)
+        })
     }
 
-    async fn is_valid(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            self.note(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<RedisConnection, RedisError> {
+        let inner = self.client.get_multiplexed_async_connection().await.map_err(|e| self.connect_error(&e))?;
+        Ok(RedisConnection { inner, broken: false })
+    }
+
+    async fn is_valid(&self, conn: &mut RedisConnection) -> Result<(), RedisError> {
         let pong: String =
             redis::cmd("PING").query_async(conn).await.map_err(|e| RedisError::Command(e.to_string()))?;
         if pong == "PONG" { Ok(()) } else { Err(RedisError::Command(format!("unexpected PING answer {pong:?}"))) }
     }
 
-    fn has_broken(&self, _conn: &mut MultiplexedConnection) -> bool {
-        false
+    fn has_broken(&self, conn: &mut RedisConnection) -> bool {
+        conn.broken
     }
 }
 
@@ -65,6 +109,10 @@ pub fn connect(config: &RedisConfig) -> Result<RedisPool, RedisError> {
     Ok(bb8::Pool::builder()
         .max_size(16)
         .connection_timeout(Duration::from_secs(2))
+        // No PING per checkout: a connection that failed is discarded when it comes back
+        // (`RedisConnection`), and idle ones are reaped after a minute.
+        .test_on_check_out(false)
+        .idle_timeout(Some(Duration::from_secs(60)))
         // A failed connect is not retried inside one checkout: the next checkout tries again.
         .retry_connection(false)
         .build_unchecked(manager))
