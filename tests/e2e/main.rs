@@ -12,6 +12,7 @@ mod clients;
 mod code_flow;
 mod codes;
 mod consents;
+mod doctor;
 mod edge;
 mod foundation;
 mod guide_env;

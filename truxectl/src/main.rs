@@ -2,6 +2,7 @@
 
 mod clients;
 mod db;
+mod doctor;
 mod keys;
 mod migrate;
 mod secrets;
@@ -65,6 +66,8 @@ enum Command {
         #[command(subcommand)]
         command: users::Command,
     },
+    /// The pre-launch checklist: one line per check (ok, warn, FAIL); exit 1 when any fails
+    Doctor(doctor::DoctorOpts),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Secrets { command } => secrets::run(command, &cli.global),
         Command::Clients { command } => clients::run(command, &cli.global),
         Command::Users { command } => users::run(command, &cli.global),
+        Command::Doctor(opts) => return doctor::run(opts, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

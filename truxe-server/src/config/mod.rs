@@ -887,7 +887,8 @@ fn parse_log_level(value: &str) -> Result<String, String> {
 }
 
 /// Why a production secret is refused, if it is; never quotes the value.
-fn secret_problem(value: &str) -> Option<String> {
+/// Why a production secret is not good enough (too short, a placeholder), if it is not.
+pub fn secret_problem(value: &str) -> Option<String> {
     let length = value.chars().count();
     if length < MIN_SECRET_CHARS {
         return Some(format!("too short ({length} characters; at least {MIN_SECRET_CHARS} are required)"));
