@@ -102,7 +102,9 @@ fn write_all(command: clap::Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>>
     let children: Vec<clap::Command> = command.get_subcommands().filter(|c| !c.is_hide_set()).cloned().collect();
     let path = dir.join(page(command.clone()).get_filename());
     let mut file = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
-    render(command, &mut file).and_then(|()| file.flush()).with_context(|| format!("cannot write {}", path.display()))?;
+    render(command, &mut file)
+        .and_then(|()| file.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let mut written = vec![path];
     for child in children {
         written.extend(write_all(child, dir)?);
