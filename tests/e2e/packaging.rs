@@ -367,8 +367,7 @@ impl Installation {
             // What the postinst does, apart from the owners (no truxe user here).
             for dir in ["var/lib/truxe", "var/backups/truxe"] {
                 fs::create_dir_all(root.path().join(dir)).expect("dir");
-                fs::set_permissions(root.path().join(dir), fs::Permissions::from_mode(0o750))
-                    .expect("chmod");
+                fs::set_permissions(root.path().join(dir), fs::Permissions::from_mode(0o750)).expect("chmod");
             }
             return Installation { root: Some(root), user_existed: false, dirs_existed: Vec::new(), added: Vec::new() };
         }
@@ -740,7 +739,7 @@ async fn the_installed_package_starts_as_its_unit_starts_it() {
         ("REDIS_URL", redis_url()),
         ("PORT", port.to_string()),
     ] {
-        filled = fill(&filled, &name, &value);
+        filled = fill(&filled, name, &value);
     }
     fs::write(&env_file, &filled).expect("write the env file");
     if installation.is_dpkg() {
