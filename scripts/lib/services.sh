@@ -353,6 +353,21 @@ ensure_nginx() {
     export TRUXE_TEST_NGINX=$bin
 }
 
+# --- packaging (tests/e2e/packaging.rs) ---------------------------------------------------------
+
+# The packaging test reads the .deb with dpkg-deb, installs it with dpkg (as root) and checks the
+# units with `systemd-analyze verify`, which needs no running systemd. As root it installs the
+# `systemd` package when systemd-analyze is missing (a container without systemd as PID 1 is
+# fine: nothing is started).
+ensure_packaging_tools() {
+    command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb is missing: the packaging test needs Debian's dpkg"
+    if ! command -v systemd-analyze >/dev/null 2>&1; then
+        is_root || die "systemd-analyze is missing and we are not root: install Debian's 'systemd' package (the packaging test runs 'systemd-analyze verify' on the units)"
+        apt_install systemd
+        command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still missing after installing the 'systemd' package"
+    fi
+}
+
 # --- cleanup (trap EXIT) -------------------------------------------------------------------------
 
 services_cleanup() {

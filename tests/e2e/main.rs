@@ -26,6 +26,7 @@ mod mail;
 mod mfa;
 mod nginx;
 mod oidc_interop;
+mod packaging;
 mod rate_limits;
 mod redis_failure;
 mod refresh;

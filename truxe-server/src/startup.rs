@@ -244,13 +244,20 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish and
     /// writes the queued audit events.
+    ///
+    /// Under systemd (`Type=notify`) it reports `READY=1` once the server listens and
+    /// `STOPPING=1` when the shutdown starts; without `NOTIFY_SOCKET` both are no-ops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
             handle.stop(true).await;
         });
+        // The listener is bound and the database, keys and Redis were checked in `build`.
+        let status = format!("listening on port {}", self.port);
+        notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
         self.run().await
     }
 
@@ -302,6 +309,14 @@ async fn housekeeping(pool: store::Pool) {
             ),
             Err(error) => tracing::warn!(%error, "housekeeping failed; retrying in an hour"),
         }
+    }
+}
+
+/// Tells the service manager about a state change. A failure is logged, not fatal: the server
+/// works either way, and systemd reports a unit that never became ready on its own.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }
 

@@ -22,16 +22,34 @@ pub fn database_config(global: &Global) -> anyhow::Result<DatabaseConfig> {
 }
 
 /// `database` (from [`server_config`]) as the CLI uses it: `--database-url` wins, one connection.
+///
+/// In production mode (`TRUXE_ENV`/`NODE_ENV=production`, as the systemd units set it) the
+/// embedded SQLite default is refused, as the server refuses it: `ExecStartPre=truxectl migrate`
+/// with an unfilled env file must not create and migrate a stray database in the data directory.
 pub fn for_cli(mut database: DatabaseConfig, global: &Global) -> anyhow::Result<DatabaseConfig> {
     if let Some(url) = &global.database_url {
         database.url = DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
         database.is_embedded_default = false;
+    }
+    if database.is_embedded_default && production_mode(global)? {
+        return Err(config::ConfigErrors(vec![
+            "DATABASE_URL: required in production (TRUXE_ENV or NODE_ENV is production, and the embedded SQLite \
+             database is a development shortcut); set it, or pass --database-url"
+                .to_string(),
+        ])
+        .into());
     }
     // One connection, opened on demand: a pool that fills itself from background threads can
     // still be inside libpq (and its Kerberos library) while the process exits, which aborts it.
     database.pool_min = 0;
     database.pool_max = 1;
     Ok(database)
+}
+
+/// Whether the configuration sources put the server into production mode.
+fn production_mode(global: &Global) -> anyhow::Result<bool> {
+    let lookup = config::layered_lookup(global.env_file.as_deref())?;
+    Ok(["NODE_ENV", "TRUXE_ENV"].iter().any(|name| lookup(name).is_some_and(|v| v.eq_ignore_ascii_case("production"))))
 }
 
 pub fn connect(global: &Global) -> anyhow::Result<(DatabaseConfig, PooledConnection)> {

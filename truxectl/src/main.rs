@@ -1,9 +1,12 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
 mod clients;
+mod completions;
 mod db;
 mod doctor;
+mod exit;
 mod keys;
+mod man;
 mod migrate;
 mod secrets;
 mod users;
@@ -11,10 +14,15 @@ mod users;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "truxectl", version, about = "Administer a Truxe server: migrations, keys, secrets")]
+#[command(
+    name = "truxectl",
+    version,
+    about = "Administer a Truxe server: migrations, keys, secrets",
+    after_long_help = exit::HELP
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -68,6 +76,15 @@ enum Command {
     },
     /// The pre-launch checklist: one line per check (ok, warn, FAIL); exit 1 when any fails
     Doctor(doctor::DoctorOpts),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::Opts),
+    /// Print the manual page truxectl(1), or write one page per command with --out DIR
+    Man(man::Opts),
+}
+
+/// The whole command-line definition, for the generated completions and manual pages.
+pub fn cli_command() -> clap::Command {
+    Cli::command()
 }
 
 fn main() -> ExitCode {
@@ -79,23 +96,52 @@ fn main() -> ExitCode {
         Command::Clients { command } => clients::run(command, &cli.global),
         Command::Users { command } => users::run(command, &cli.global),
         Command::Doctor(opts) => return doctor::run(opts, &cli.global),
+        Command::Completions(opts) => completions::run(&opts, cli_command()),
+        Command::Man(opts) => man::run(&opts, &cli.global, cli_command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("truxectl: error: {error:#}");
-            ExitCode::FAILURE
+            exit::code_for(&error)
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_takes_a_known_shell_and_refuses_others_as_usage_errors() {
+        let cli = super::Cli::try_parse_from(["truxectl", "completions", "zsh"]).expect("zsh");
+        assert!(matches!(cli.command, super::Command::Completions(_)));
+        let err = super::Cli::try_parse_from(["truxectl", "completions", "tcsh"]).err().expect("tcsh is refused");
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("possible values: bash, elvish, fish, powershell, zsh"), "{err}");
+        let err = super::Cli::try_parse_from(["truxectl", "completions"]).err().expect("a shell is required");
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+
+    #[test]
+    fn man_writes_to_stdout_or_into_a_directory() {
+        let cli = super::Cli::try_parse_from(["truxectl", "man"]).expect("man");
+        assert!(matches!(cli.command, super::Command::Man(super::man::Opts { out: None })));
+        let cli = super::Cli::try_parse_from(["truxectl", "man", "--out", "/tmp/x"]).expect("man --out");
+        assert!(matches!(cli.command, super::Command::Man(super::man::Opts { out: Some(_) })));
+    }
+
+    #[test]
+    fn long_help_states_the_exit_codes() {
+        let help = super::Cli::command().render_long_help().to_string();
+        for code in ["0 ", "1 ", "2 ", "78 "] {
+            assert!(help.contains(&format!("  {code}")), "exit code {code} missing in\n{help}");
+        }
     }
 }
