@@ -783,13 +783,16 @@ async fn the_installed_package_starts_as_its_unit_starts_it() {
     assert_eq!(body["checks"]["database"]["backend"], "postgresql", "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "ok", "{body}");
 
-    // ---- `truxectl doctor` goes here ---------------------------------------------------------
-    // (issue 9, "Done when": a fresh .deb install, started with its unit's command line, passes
-    // `truxectl doctor` with a production configuration on PostgreSQL and Redis.) Once doctor
-    // exists, run the installed one as the unit's user with the unit's environment, e.g.
-    //     let output = service.command(&installation, "/usr/bin/truxectl doctor --url http://127.0.0.1:PORT").output();
-    // and assert exit 0 with no `FAIL` line.
-    // ----------------------------------------------------------------------------------------
+    // The installed `truxectl doctor`, as the unit's user with the unit's environment, passes
+    // (issue 9's "Done when"): no FAIL line, exit 0.
+    let doctor = service
+        .command(&installation, &format!("/usr/bin/truxectl doctor --url http://127.0.0.1:{port}"))
+        .output()
+        .expect("truxectl doctor");
+    assert!(doctor.status.success(), "truxectl doctor:\n{}", text(&doctor));
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!report.lines().any(|l| l.starts_with("FAIL")), "{report}");
+    assert!(report.lines().any(|l| l.starts_with("ok    discovery: ")), "{report}");
 
     // SIGTERM, as `systemctl stop` sends it: STOPPING=1, then a clean exit.
     let pid = child.id().to_string();
