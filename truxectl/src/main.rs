@@ -67,6 +67,44 @@ enum Command {
     },
 }
 
+/// An error with the exit status SPEC gives it: 2 for a usage error, 78 (EX_CONFIG) for a
+/// configuration error; every other error exits 1.
+#[derive(Debug)]
+pub struct ExitError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl ExitError {
+    pub const USAGE: u8 = 2;
+    pub const CONFIG: u8 = 78;
+
+    pub fn config(message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(ExitError { code: Self::CONFIG, message: message.into() })
+    }
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// The exit status for `error`: an [`ExitError`]'s, 78 for an invalid configuration, else 1.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(exit) = cause.downcast_ref::<ExitError>() {
+            return exit.code;
+        }
+        if cause.is::<truxe_server::config::ConfigErrors>() {
+            return ExitError::CONFIG;
+        }
+    }
+    1
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -81,7 +119,7 @@ fn main() -> ExitCode {
         Err(error) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("truxectl: error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&error))
         }
     }
 }

@@ -102,6 +102,7 @@ pub fn bootstrap(conn: &mut AnyConnection, sources: &Sources, now: i64) -> Resul
         other => other?,
     };
     set.signer(now)?;
+    store::record_seal_fingerprint(conn, &sources.sealing.fingerprint(), now)?;
     Ok(set)
 }
 

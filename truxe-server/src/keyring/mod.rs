@@ -31,7 +31,7 @@ use crate::store::signing_keys::Origin;
 use schedule::{Choice, KeyState, KeyTimes, NoSigner, Timing};
 pub use seal::SealingKey;
 
-pub use load::{KeyRingError, Sources, bootstrap, follow, refresh};
+pub use load::{KeyRingError, Sources, bootstrap, follow, publish_next, refresh};
 
 /// The timing and algorithm rules, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -44,6 +44,14 @@ impl SealingKey {
         Self(Secret::new(key))
     }
 
+    /// A one-way fingerprint of the key (HMAC of a fixed label), recorded by every server start,
+    /// so that `truxectl keys rotate` can tell it seals under the servers' `SESSION_SECRET`
+    /// before it publishes a key they could not open.
+    pub fn fingerprint(&self) -> String {
+        let mac = crate::oauth::client_secret::hmac_sha256(self.0.secret(), b"truxe signing-key seal check v1");
+        URL_SAFE_NO_PAD.encode(&mac[..mac.len().min(16)])
+    }
+
     /// `v1.` + base64url(nonce ‖ ciphertext ‖ tag), with a fresh random nonce.
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<String, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -104,6 +112,14 @@ mod tests {
         for garbage in ["", "v2.AAAA", "v1.!!!", "v1.AAAA"] {
             assert!(matches!(k.open("kid-1", garbage), Err(SealError::Malformed(_))), "{garbage}");
         }
+    }
+
+    #[test]
+    fn the_fingerprint_tells_keys_apart_without_showing_them() {
+        let k = key("a session secret of the deployment");
+        assert_eq!(k.fingerprint(), key("a session secret of the deployment").fingerprint());
+        assert_ne!(k.fingerprint(), key("another secret").fingerprint());
+        assert_eq!(k.fingerprint().len(), 22);
     }
 
     #[test]

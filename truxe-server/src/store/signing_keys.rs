@@ -7,7 +7,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-use super::schema::signing_keys;
+use super::schema::{server_secrets, signing_keys};
 use super::{AnyConnection, StoreError};
 use crate::keyring::schedule::{self, KeyState, KeyTimes};
 
@@ -231,6 +231,44 @@ pub fn with_schedule_lock<T>(
         }
         work(conn)
     })
+}
+
+/// The `server_secrets` row holding the seal fingerprint (not a secret: a one-way HMAC).
+const SEAL_CHECK: &str = "signing_key_seal_check";
+
+/// Records the fingerprint of the key this server seals generated keys under (the last start
+/// wins: after a deliberate `SESSION_SECRET` change, the restarted servers are right).
+pub fn record_seal_fingerprint(conn: &mut AnyConnection, fingerprint: &str, now: i64) -> Result<(), StoreError> {
+    if seal_fingerprint(conn)?.as_deref() == Some(fingerprint) {
+        return Ok(());
+    }
+    let updated = diesel::update(server_secrets::table.filter(server_secrets::name.eq(SEAL_CHECK)))
+        .set(server_secrets::value.eq(fingerprint))
+        .execute(conn)?;
+    if updated == 0 {
+        let inserted = diesel::insert_into(server_secrets::table)
+            .values((
+                server_secrets::name.eq(SEAL_CHECK),
+                server_secrets::value.eq(fingerprint),
+                server_secrets::created_at.eq(now),
+            ))
+            .execute(conn);
+        match inserted {
+            Ok(_) => {}
+            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The fingerprint the last server start recorded, if any.
+pub fn seal_fingerprint(conn: &mut AnyConnection) -> Result<Option<String>, StoreError> {
+    Ok(server_secrets::table
+        .filter(server_secrets::name.eq(SEAL_CHECK))
+        .select(server_secrets::value)
+        .first(conn)
+        .optional()?)
 }
 
 /// What `truxectl doctor` says about signing keys, computed from the rows and the time.
