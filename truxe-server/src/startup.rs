@@ -122,6 +122,7 @@ impl Application {
             env_key: credentials.env_key.clone(),
             sealing: crate::keyring::SealingKey::derive(&credentials.session_secret),
             data_dir_key: credentials.data_dir_key.clone(),
+            may_reseal: !config.is_production() && config.session.secret.is_none(),
         };
         let sources = key_sources.clone();
         let prepared = store::run(&pool, move |conn| {

@@ -26,6 +26,11 @@ pub struct Sources {
     /// Development: the data directory's `jwt-private.pem`, the first key when the database has
     /// none (the SPEC's "generated into the data directory").
     pub data_dir_key: Option<PathBuf>,
+    /// Development without `SESSION_SECRET` (the sealing key comes from the data directory's
+    /// generated secret): when that secret was made anew, the data directory's key is sealed
+    /// again from its file. Never with a configured `SESSION_SECRET`: a mismatch there is a
+    /// mistake to report, not to paper over.
+    pub may_reseal: bool,
 }
 
 impl std::fmt::Debug for Sources {
@@ -245,7 +250,7 @@ fn maintain(conn: &mut AnyConnection, sources: &Sources, now: i64) -> Result<Vec
 /// Development recovery: the data directory's key is the undecryptable one; seal it again from
 /// the file. Returns whether it did.
 fn reseal_from_data_dir(conn: &mut AnyConnection, sources: &Sources, kid: &str) -> Result<bool, KeyRingError> {
-    let Some(path) = &sources.data_dir_key else {
+    let Some(path) = sources.data_dir_key.as_ref().filter(|_| sources.may_reseal) else {
         return Ok(false);
     };
     if !path.exists() {

@@ -27,7 +27,13 @@ fn sealing(secret: &str) -> SealingKey {
 }
 
 fn sources(env_key: Option<SigningKey>, rotation: Option<i64>) -> Sources {
-    Sources { policy: policy(rotation), env_key, sealing: sealing("the deployment's session secret"), data_dir_key: None }
+    Sources {
+        policy: policy(rotation),
+        env_key,
+        sealing: sealing("the deployment's session secret"),
+        data_dir_key: None,
+        may_reseal: false,
+    }
 }
 
 fn db() -> AnyConnection {
@@ -115,6 +121,7 @@ fn the_data_directory_key_is_the_first_key_in_development() {
     let mut conn = db();
     let mut dev = sources(None, None);
     dev.data_dir_key = Some(path.clone());
+    dev.may_reseal = true;
     let set = bootstrap(&mut conn, &dev, 1_000).expect("bootstrap");
     let kid = signer_kid(&set, 1_000);
     let file_key = crate::keys::load_or_generate(&path, Algorithm::EdDSA).expect("the file").0;
@@ -124,6 +131,10 @@ fn the_data_directory_key_is_the_first_key_in_development() {
     let set = bootstrap(&mut conn, &dev, 1_001).expect("resealed from the file");
     assert_eq!(signer_kid(&set, 1_001), kid);
     assert_eq!(store::all(&mut conn).expect("all").len(), 1);
+    // With a configured SESSION_SECRET a mismatch is reported, never papered over.
+    dev.sealing = sealing("a configured SESSION_SECRET");
+    dev.may_reseal = false;
+    assert!(matches!(bootstrap(&mut conn, &dev, 1_002), Err(KeyRingError::Undecryptable { .. })));
 }
 
 /// Publishes a next key at 1_000: it activates at 1_100, the old key retires at 1_210.
