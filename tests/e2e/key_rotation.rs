@@ -193,7 +193,7 @@ on_both_backends! {
         assert_eq!(activates_at - rotated["published_at"].as_i64().expect("published_at"), 3, "{rotated}");
         assert_eq!(rotated["retiring"][0]["kid"], old.as_str(), "{rotated}");
         let retires_at = rotated["retiring"][0]["retires_at"].as_i64().expect("retires_at");
-        assert_eq!(retires_at, activates_at + 4 + 3, "activation + token lifetime + margin: {rotated}");
+        assert_eq!(retires_at, activates_at + 4 + 3 + 2, "activation + token lifetime + margin: {rotated}");
         assert_ne!(new, old);
 
         // Tokens and JWKS fetched continuously from before the next key activates until the old

@@ -153,12 +153,14 @@ impl KeySet {
             .collect()
     }
 
-    /// The key to sign with at `now` (see [`schedule::choose_signer`]), unless this set is too old
-    /// to be sure no other key is active by now.
+    /// The key to sign with at `now` (see [`schedule::choose_signer`]), unless this set is more
+    /// than a publish delay old: a key it has not seen could be active by then. (Up to then, a
+    /// token signed by the old key still outlives nothing: the old key retires a margin after the
+    /// new one's activation, and the margin covers this second of rounding.)
     pub fn signer(&self, now: i64) -> Result<(&Arc<Entry>, Choice), NoSigner> {
         let stale_for = now.saturating_sub(self.loaded_at);
         let publish_delay = self.policy.timing.publish_delay;
-        if stale_for >= publish_delay {
+        if stale_for > publish_delay {
             return Err(NoSigner::Stale { stale_for, publish_delay });
         }
         let choice = schedule::choose_signer(&self.times, |i| self.entries[i].can_sign(), &self.policy.timing, now)?;

@@ -63,13 +63,20 @@ pub struct Timing {
     pub rotation: Option<i64>,
 }
 
-/// The most the retirement margin grows to; it is the publish delay when that is shorter (tests).
+/// The most the clock part of the retirement margin grows to; it is the publish delay when that
+/// is shorter (tests).
 pub const MAX_RETIRE_MARGIN: i64 = 60;
 
+/// Added to every margin: times are whole seconds, and an instance may read the table up to a
+/// publish delay late (see `KeySet::signer`) before it stops signing.
+pub const SECONDS_SLOP: i64 = 2;
+
 impl Timing {
-    /// The margin rule in one place: the publish delay, at most [`MAX_RETIRE_MARGIN`].
+    /// The margin rule in one place: the publish delay, at most [`MAX_RETIRE_MARGIN`], plus
+    /// [`SECONDS_SLOP`].
     pub fn new(publish_delay: i64, token_lifetime: i64, rotation: Option<i64>) -> Self {
-        Self { publish_delay, token_lifetime, margin: publish_delay.min(MAX_RETIRE_MARGIN), rotation }
+        let margin = publish_delay.min(MAX_RETIRE_MARGIN) + SECONDS_SLOP;
+        Self { publish_delay, token_lifetime, margin, rotation }
     }
 
     /// When a key whose successor activates at `successor_activates_at` may leave the JWKS: after
@@ -216,34 +223,34 @@ mod tests {
         KeyTimes { kid: kid.to_string(), activates_at, retires_at, retired_at: None }
     }
 
-    /// Delay 100 s, tokens 50 s, so the margin is 60 s.
+    /// Delay 100 s, tokens 50 s, so the margin is 62 s.
     fn timing(rotation: Option<i64>) -> Timing {
         Timing::new(100, 50, rotation)
     }
 
     #[test]
     fn margin_is_the_delay_up_to_a_minute() {
-        assert_eq!(Timing::new(2, 10, None).margin, 2);
-        assert_eq!(Timing::new(3_600, 900, None).margin, 60);
-        assert_eq!(Timing::new(3_600, 900, None).retire_after(10_000), 10_000 + 900 + 60);
+        assert_eq!(Timing::new(2, 10, None).margin, 4);
+        assert_eq!(Timing::new(3_600, 900, None).margin, 62);
+        assert_eq!(Timing::new(3_600, 900, None).retire_after(10_000), 10_000 + 900 + 62);
     }
 
     #[test]
     fn one_rotation_from_publication_to_retirement() {
         // "old" active since 0; "new" published at 1000, activating at 1100; old retires at
-        // 1100 + 50 + 60.
+        // 1100 + 50 + 62.
         let mut keys = vec![key("old", 0, None), key("new", 1_100, None)];
         let t = timing(None);
-        assert_eq!(retirements(&keys, &t, 1_000), vec![(0, 1_210)]);
-        keys[0].retires_at = Some(1_210);
+        assert_eq!(retirements(&keys, &t, 1_000), vec![(0, 1_212)]);
+        keys[0].retires_at = Some(1_212);
         assert_eq!(retirements(&keys, &t, 1_000), vec![], "nothing more to do");
         use KeyState::*;
         for (now, expected) in [
             (1_000, [Active, Next]),
             (1_099, [Active, Next]),
             (1_100, [Retiring, Active]),
-            (1_209, [Retiring, Active]),
-            (1_210, [Retired, Active]),
+            (1_211, [Retiring, Active]),
+            (1_212, [Retired, Active]),
         ] {
             assert_eq!(states(&keys, now), expected, "at {now}");
         }
@@ -256,7 +263,7 @@ mod tests {
         let keys = vec![key("old", 0, Some(5_000)), key("new", 1_100, None)];
         assert_eq!(retirements(&keys, &timing(None), 1_000), vec![], "a later stored time stays");
         let keys = vec![key("old", 0, Some(1_150)), key("new", 1_100, None)];
-        assert_eq!(retirements(&keys, &timing(None), 1_000), vec![(0, 1_210)], "an earlier one is pushed out");
+        assert_eq!(retirements(&keys, &timing(None), 1_000), vec![(0, 1_212)], "an earlier one is pushed out");
         let mut retired = key("old", 0, Some(1_150));
         retired.retired_at = Some(1_150);
         assert_eq!(retirements(&[retired, key("new", 1_100, None)], &timing(None), 2_000), vec![]);
@@ -267,7 +274,7 @@ mod tests {
         let keys = vec![key("b", 10, None), key("a", 10, None)];
         assert_eq!(active_index(&keys, 10), Some(0));
         assert_eq!(states(&keys, 10), [KeyState::Active, KeyState::Retiring]);
-        assert_eq!(retirements(&keys, &timing(None), 10), vec![(1, 10 + 110)]);
+        assert_eq!(retirements(&keys, &timing(None), 10), vec![(1, 10 + 112)]);
     }
 
     #[test]
@@ -275,7 +282,7 @@ mod tests {
         // An operator swaps JWT_PRIVATE_KEY: the new one is active at once, the old one retires
         // after its tokens expired, instead of staying published for ever.
         let keys = vec![key("env-1", 0, None), key("env-2", 500, None)];
-        assert_eq!(retirements(&keys, &timing(None), 500), vec![(0, 610)]);
+        assert_eq!(retirements(&keys, &timing(None), 500), vec![(0, 612)]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 use crate::store::signing_keys as store;
 use crate::store::{AnyConnection, migrations};
 
-/// Publish delay 100 s, tokens 50 s, so keys retire 50 + 60 s after their successor activates.
+/// Publish delay 100 s, tokens 50 s, so keys retire 50 + 62 s after their successor activates.
 fn policy(rotation: Option<i64>) -> Policy {
     Policy {
         timing: Timing::new(100, 50, rotation),
@@ -137,7 +137,7 @@ fn the_data_directory_key_is_the_first_key_in_development() {
     assert!(matches!(bootstrap(&mut conn, &dev, 1_002), Err(KeyRingError::Undecryptable { .. })));
 }
 
-/// Publishes a next key at 1_000: it activates at 1_100, the old key retires at 1_210.
+/// Publishes a next key at 1_000: it activates at 1_100, the old key retires at 1_212.
 fn rotated() -> (AnyConnection, Sources, String, String) {
     let mut conn = db();
     let sources = sources(None, None);
@@ -164,7 +164,7 @@ fn a_rotation_publishes_first_signs_later_and_retires_after_the_last_token() {
     assert_eq!(kids(&set, 1_100), [new.clone(), old.clone()]);
     let views = set.views(1_100);
     assert_eq!(views[0].state, KeyState::Retiring);
-    assert_eq!(views[0].retires_at, Some(1_210));
+    assert_eq!(views[0].retires_at, Some(1_212));
 
     // A token the old key signed just before the switch verifies until it expires.
     let ring = KeyRing::new(refresh(&mut conn, &sources, &set, 1_099).expect("refresh"), sources.clone());
@@ -173,13 +173,13 @@ fn a_rotation_publishes_first_signs_later_and_retires_after_the_last_token() {
     assert!(ring.request_keys(1_148).verify(&token, "https://auth.example.com", 1_148).is_ok());
     let fresh = ring.request_keys(1_100).encode(&claims(1_100)).expect("sign");
     assert_eq!(crate::jwt::header_kid(&fresh).as_deref(), Some(new.as_str()));
-    let after = refresh(&mut conn, &sources, &set, 1_210).expect("refresh");
-    assert_eq!(kids(&after, 1_210), [new.clone()], "retired: gone from the JWKS");
+    let after = refresh(&mut conn, &sources, &set, 1_212).expect("refresh");
+    assert_eq!(kids(&after, 1_212), [new.clone()], "retired: gone from the JWKS");
     let keys_after = RequestKeys { set: Arc::new(after), signer: Err(NoSigner::NoActiveKey) };
     assert_eq!(keys_after.verify(&token, "https://auth.example.com", 1_148), Err(Rejection::OtherKey));
 
     let row = store::find(&mut conn, &old).expect("find").expect("row");
-    assert_eq!(row.retired_at, Some(1_210));
+    assert_eq!(row.retired_at, Some(1_212));
     assert_eq!(row.private_key_sealed, None, "a retired key's private half is wiped");
 }
 
@@ -223,9 +223,9 @@ fn an_instance_that_cannot_read_the_keys_stops_signing_after_a_publish_delay() {
     assert_eq!(set.jwks(1_000).1, 30);
     assert_eq!(set.jwks(1_080).1, 20, "never cached past what the set can know");
     assert_eq!(set.jwks(1_200).1, 0);
-    assert!(set.signer(1_099).is_ok());
-    assert!(matches!(set.signer(1_100), Err(NoSigner::Stale { .. })));
-    assert!(set.probe(1_100).is_err(), "readiness says so");
+    assert!(set.signer(1_100).is_ok());
+    assert!(matches!(set.signer(1_101), Err(NoSigner::Stale { .. })));
+    assert!(set.probe(1_101).is_err(), "readiness says so");
 }
 
 #[test]
@@ -239,12 +239,13 @@ fn a_key_held_elsewhere_is_published_and_verifies_but_does_not_sign_here() {
         .encode(&claims(500))
         .expect("B signs");
     let a = bootstrap(&mut conn, &sources(Some(env_key().clone()), None), 500).expect("A starts");
-    // A's key is newer, so active; B's retires 110 s after A's recording.
+    // A's key is newer, so active; B's retires 112 s after A's recording.
     assert_eq!(signer_kid(&a, 500), env_key().kid());
     let keys = RequestKeys { set: Arc::new(a), signer: Err(NoSigner::NoActiveKey) };
     assert!(keys.verify(&b_token, "https://auth.example.com", 501).is_ok(), "B's tokens verify at A");
     let b = bootstrap(&mut conn, &sources(Some(other.clone()), None), 501).expect("B reads");
     let (entry, choice) = b.signer(501).expect("B may still sign");
     assert_eq!((entry.kid.as_str(), matches!(choice, schedule::Choice::Fallback { .. })), (other.kid(), true));
-    assert!(matches!(b.signer(561), Err(NoSigner::NotHeld { .. })), "not with a key retiring before its tokens expire");
+    assert!(b.signer(562).is_ok());
+    assert!(matches!(b.signer(563), Err(NoSigner::NotHeld { .. })), "not with a key retiring before its tokens expire");
 }
