@@ -35,7 +35,10 @@ const ROTATION: [(&str, &str); 6] = [
     ("JWT_ALGORITHM", "ES256"),
 ];
 
-fn with(base: &[(&'static str, &'static str)], extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+fn with(
+    base: &[(&'static str, &'static str)],
+    extra: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, &'static str)> {
     let mut vars: Vec<_> = base.iter().filter(|(name, _)| !extra.iter().any(|(n, _)| n == name)).copied().collect();
     vars.extend_from_slice(extra);
     vars
@@ -418,7 +421,10 @@ fn the_server_refuses_bad_rotation_values() {
     for (env, says) in [
         (&[("JWT_KEY_ROTATION", "abc")][..], &["JWT_KEY_ROTATION", "\"abc\"", "90d"][..]),
         (&[("JWT_KEY_PUBLISH_DELAY", "300")][..], &["JWT_KEY_PUBLISH_DELAY", "JWT_JWKS_MAX_AGE"][..]),
-        (&[("JWT_KEY_PUBLISH_DELAY", "10s"), ("JWT_JWKS_MAX_AGE", "10")][..], &["JWT_KEY_PUBLISH_DELAY", "max-age"][..]),
+        (
+            &[("JWT_KEY_PUBLISH_DELAY", "10s"), ("JWT_JWKS_MAX_AGE", "10")][..],
+            &["JWT_KEY_PUBLISH_DELAY", "max-age"][..],
+        ),
         (&[("JWT_KEY_ROTATION", "30m")][..], &["JWT_KEY_ROTATION", "longer than JWT_KEY_PUBLISH_DELAY (1h)"][..]),
     ] {
         let mut env = env.to_vec();
@@ -458,7 +464,8 @@ async fn production_generates_its_keys_into_the_database() {
     assert!(!db.dir.path().join("data").join("jwt-private.pem").exists(), "no key file in production");
     let config = config_from(&[("DATABASE_URL", db.url.as_str())], &db.dir);
     let mut conn = truxe_server::store::connect_one(&config.database).expect("connect");
-    let row = truxe_server::store::signing_keys::find(&mut conn, &kid).expect("find").expect("the key is in the database");
+    let row =
+        truxe_server::store::signing_keys::find(&mut conn, &kid).expect("find").expect("the key is in the database");
     assert_eq!(row.origin, truxe_server::store::signing_keys::Origin::Generated);
     assert!(row.private_key_sealed.is_some_and(|s| s.starts_with("v1.") && !s.contains("PRIVATE")));
 }

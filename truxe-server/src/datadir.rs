@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::keys::{self, KeyError, SigningKey};
 use crate::keyring::SealingKey;
+use crate::keys::{self, KeyError, SigningKey};
 use crate::secret::Secret;
 
 pub const SIGNING_KEY_FILE: &str = "jwt-private.pem";
@@ -47,9 +47,10 @@ pub struct Credentials {
 
 pub fn load_credentials(config: &Config) -> Result<Credentials, DataDirError> {
     let (env_key, data_dir_key) = match &config.jwt.private_key_pem {
-        Some(pem) => {
-            (Some(SigningKey::from_pem(pem.secret(), config.jwt.public_key_pem.as_deref(), config.jwt.algorithm)?), None)
-        }
+        Some(pem) => (
+            Some(SigningKey::from_pem(pem.secret(), config.jwt.public_key_pem.as_deref(), config.jwt.algorithm)?),
+            None,
+        ),
         // Production keys are generated into the database (JWT_KEY_ROTATION), never onto one disk.
         None if config.is_production() && config.jwt.rotation.is_none() => return Err(DataDirError::KeyRequired),
         None if config.is_production() => (None, None),

@@ -241,7 +241,8 @@ impl Application {
         .map_err(|source| StartupError::Bind { address: format!("port {port}"), source })?
         .run();
 
-        let signing_kid = keys.snapshot().signer(store::unix_now()).map(|(entry, _)| entry.kid.clone()).unwrap_or_default();
+        let signing_kid =
+            keys.snapshot().signer(store::unix_now()).map(|(entry, _)| entry.kid.clone()).unwrap_or_default();
         tracing::info!(port, issuer = %config.issuer, kid = %signing_kid, backend = backend.as_str(), "truxe-server listening");
         Ok(Self { port, server, state })
     }

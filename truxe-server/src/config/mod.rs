@@ -677,9 +677,10 @@ fn read_key_rotation(r: &mut Reader<'_>) -> (Option<Duration>, Duration, Duratio
             if ["off", "false", "0"].iter().any(|off| v.trim().eq_ignore_ascii_case(off)) {
                 return Ok(None);
             }
-            let d = whole_seconds(parse_duration(v, BareUnit::Seconds).map_err(|_| {
-                format!("{v:?} is neither a duration nor \"off\" (examples: 90d, 30d, off)")
-            })?);
+            let d = whole_seconds(
+                parse_duration(v, BareUnit::Seconds)
+                    .map_err(|_| format!("{v:?} is neither a duration nor \"off\" (examples: 90d, 30d, off)"))?,
+            );
             Ok(Some(d))
         })
         .flatten();

@@ -881,7 +881,10 @@ fn key_rotation_defaults_off_with_an_hour_of_publication() {
     // Tests rotate in seconds: the refresh interval follows a short delay down.
     let c = ok(&[("JWT_KEY_ROTATION", "4s"), ("JWT_KEY_PUBLISH_DELAY", "2s"), ("JWT_JWKS_MAX_AGE", "1")]);
     assert_eq!(c.jwt.key_refresh_interval(), Duration::from_millis(500));
-    assert_eq!(ok(&[("JWT_KEY_PUBLISH_DELAY", "1500ms"), ("JWT_JWKS_MAX_AGE", "0")]).jwt.publish_delay, Duration::from_secs(2));
+    assert_eq!(
+        ok(&[("JWT_KEY_PUBLISH_DELAY", "1500ms"), ("JWT_JWKS_MAX_AGE", "0")]).jwt.publish_delay,
+        Duration::from_secs(2)
+    );
 }
 
 #[test]

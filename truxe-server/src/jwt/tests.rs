@@ -90,7 +90,8 @@ fn verification_refuses_what_is_not_a_live_token_of_ours() {
 
     let mut plain_jwt = Header::new(JwsAlgorithm::RS256);
     plain_jwt.kid = Some(rsa.kid().to_string());
-    let id_token_like = jsonwebtoken::encode(&plain_jwt, &claims(now), tokens.encoding().expect("encoding key")).expect("encode");
+    let id_token_like =
+        jsonwebtoken::encode(&plain_jwt, &claims(now), tokens.encoding().expect("encoding key")).expect("encode");
     assert_eq!(tokens.verify(&id_token_like, issuer, now), Err(Rejection::NotAnAccessToken));
 
     let unsigned = format!(

@@ -143,9 +143,8 @@ fn first_generated_key(
     let sealed = sources.sealing.seal(key.kid(), key.private_pem().secret().as_bytes())?;
     store::with_schedule_lock(conn, |conn| {
         // Another instance starting at the same time may have made one meanwhile.
-        let exists = store::all(conn)?
-            .iter()
-            .any(|k| k.origin == Origin::Generated && !schedule::is_retired(&k.times(), now));
+        let exists =
+            store::all(conn)?.iter().any(|k| k.origin == Origin::Generated && !schedule::is_retired(&k.times(), now));
         if !exists {
             store::insert(conn, &new_generated(&key, &sealed, now, now))?;
             tracing::info!(kid = key.kid(), alg = %alg, "generated the first signing key into the database");
@@ -393,12 +392,11 @@ pub async fn follow(ring: Arc<KeyRing>, pool: Pool) {
         let sources = ring.sources.clone();
         let now = storage::unix_now();
         let prior = previous.clone();
-        let result = storage::run(&pool, move |conn| {
-            Ok(refresh(conn, &sources, &prior, now).map_err(|e| e.to_string()))
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|inner| inner);
+        let result =
+            storage::run(&pool, move |conn| Ok(refresh(conn, &sources, &prior, now).map_err(|e| e.to_string())))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|inner| inner);
         match result {
             Ok(set) => {
                 if failing {

@@ -336,7 +336,10 @@ mod tests {
         old.retired_at = Some(100);
         let keys = vec![old, key("new", 50, None)];
         assert_eq!(states(&keys, 60), [KeyState::Retired, KeyState::Active], "retired_at is final");
-        assert_eq!(choose_signer(&keys, |i| i == 0, &timing(None), 60), Err(NoSigner::NotHeld { active: "new".into() }));
+        assert_eq!(
+            choose_signer(&keys, |i| i == 0, &timing(None), 60),
+            Err(NoSigner::NotHeld { active: "new".into() })
+        );
         assert!(!KeyState::Retired.is_published() && KeyState::Next.is_published());
     }
 }

@@ -174,7 +174,7 @@ fn a_rotation_publishes_first_signs_later_and_retires_after_the_last_token() {
     let fresh = ring.request_keys(1_100).encode(&claims(1_100)).expect("sign");
     assert_eq!(crate::jwt::header_kid(&fresh).as_deref(), Some(new.as_str()));
     let after = refresh(&mut conn, &sources, &set, 1_212).expect("refresh");
-    assert_eq!(kids(&after, 1_212), [new.clone()], "retired: gone from the JWKS");
+    assert_eq!(kids(&after, 1_212), vec![new], "retired: gone from the JWKS");
     let keys_after = RequestKeys { set: Arc::new(after), signer: Err(NoSigner::NoActiveKey) };
     assert_eq!(keys_after.verify(&token, "https://auth.example.com", 1_148), Err(Rejection::OtherKey));
 
@@ -234,10 +234,11 @@ fn a_key_held_elsewhere_is_published_and_verifies_but_does_not_sign_here() {
     let mut conn = db();
     let other = SigningKey::generate(Algorithm::EdDSA, 0).expect("key");
     bootstrap(&mut conn, &sources(Some(other.clone()), None), 0).expect("B starts");
-    let b_token = KeyRing::new(bootstrap(&mut conn, &sources(Some(other.clone()), None), 500).expect("B"), sources(None, None))
-        .request_keys(500)
-        .encode(&claims(500))
-        .expect("B signs");
+    let b_token =
+        KeyRing::new(bootstrap(&mut conn, &sources(Some(other.clone()), None), 500).expect("B"), sources(None, None))
+            .request_keys(500)
+            .encode(&claims(500))
+            .expect("B signs");
     let a = bootstrap(&mut conn, &sources(Some(env_key().clone()), None), 500).expect("A starts");
     // A's key is newer, so active; B's retires 112 s after A's recording.
     assert_eq!(signer_kid(&a, 500), env_key().kid());

@@ -60,7 +60,9 @@ pub fn list(global: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     write_table(&summary, env_kid.as_deref(), out)?;
     let schedule = match (setup.config.jwt.rotation, policy.schedule_runs) {
-        (None, _) => "automatic rotation: off (JWT_KEY_ROTATION); `truxectl keys rotate` publishes a next key".to_string(),
+        (None, _) => {
+            "automatic rotation: off (JWT_KEY_ROTATION); `truxectl keys rotate` publishes a next key".to_string()
+        }
         (Some(period), true) => format!("automatic rotation: every {} (JWT_KEY_ROTATION)", format_duration(period)),
         (Some(_), false) => {
             "automatic rotation: off, JWT_PRIVATE_KEY is set (the schedule never replaces the operator's key)"
@@ -130,7 +132,9 @@ pub fn rotate(global: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
     let env_kid = setup.env_key.as_ref().map(|k| k.kid().to_string());
     let summary = Summary::of(&rows, env_kid.as_deref(), now);
     let Some(active) = summary.active().cloned() else {
-        bail!("no signing key is active yet: start truxe-server once (it records or creates the first key), then rotate");
+        bail!(
+            "no signing key is active yet: start truxe-server once (it records or creates the first key), then rotate"
+        );
     };
     if let Some(next) = summary.keys.iter().find(|k| k.state == keyring::schedule::KeyState::Next) {
         bail!(
