@@ -250,3 +250,34 @@ fn a_key_held_elsewhere_is_published_and_verifies_but_does_not_sign_here() {
     assert!(b.signer(562).is_ok());
     assert!(matches!(b.signer(563), Err(NoSigner::NotHeld { .. })), "not with a key retiring before its tokens expire");
 }
+
+#[test]
+fn the_summary_tells_doctor_whose_key_signs() {
+    use crate::store::signing_keys::NoteLevel;
+    let mut conn = db();
+    let env = sources(Some(env_key().clone()), None);
+    bootstrap(&mut conn, &env, 0).expect("bootstrap");
+    let summary = store::summary(&mut conn, Some(env_key().kid()), 86_400 * 3).expect("summary");
+    assert!(summary.active_is_env_key());
+    let notes = summary.notes(Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!(notes[0].0, NoteLevel::Ok);
+    assert!(
+        notes[0].1.contains("operator's JWT_PRIVATE_KEY")
+            && notes[0].1.contains("automatic rotation does not apply")
+            && notes[0].1.contains("3 days"),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|(_, n)| n.contains("publishes 1 key(s)")), "{notes:?}");
+
+    // A generated key took over: JWT_PRIVATE_KEY no longer signs, and doctor warns about it.
+    let key = SigningKey::generate(Algorithm::EdDSA, 0).expect("key");
+    load::publish_next(&mut conn, &env.sealing, &key, &env.policy.timing, 1_000).expect("publish").expect("next");
+    let notes = store::summary(&mut conn, Some(env_key().kid()), 1_050).expect("summary").notes(None);
+    assert!(notes.iter().any(|(_, n)| n.contains(key.kid()) && n.contains("takes over")), "{notes:?}");
+    let notes = store::summary(&mut conn, Some(env_key().kid()), 1_100).expect("summary").notes(None);
+    let warning = notes.iter().find(|(level, _)| *level == NoteLevel::Warn).expect("a warning");
+    assert!(warning.1.contains("no longer signs") && warning.1.contains(key.kid()), "{notes:?}");
+    assert!(notes.iter().any(|(_, n)| n.contains("1 active, 1 retiring, 0 next")), "{notes:?}");
+    let empty = store::summary(&mut db(), None, 0).expect("summary").notes(None);
+    assert_eq!(empty[0].0, NoteLevel::Fail);
+}
