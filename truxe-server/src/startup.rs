@@ -152,9 +152,11 @@ impl Application {
         .await?;
         let (keys, client_secret_key, magic_link_key) = prepared.map_err(StartupError::PendingMigrations)?;
         let keys = Arc::new(crate::keyring::KeyRing::new(keys?, key_sources));
-        if config.jwt.rotation.is_some() && config.jwt.private_key_pem.is_none() {
+        if let Some(rotation) = config.jwt.rotation
+            && config.jwt.private_key_pem.is_none()
+        {
             tracing::info!(
-                rotation = %crate::config::format_duration(config.jwt.rotation.unwrap_or_default()),
+                rotation = %crate::config::format_duration(rotation),
                 publish_delay = %crate::config::format_duration(config.jwt.publish_delay),
                 "automatic signing-key rotation is on (JWT_KEY_ROTATION)"
             );
