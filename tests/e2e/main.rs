@@ -20,6 +20,7 @@ mod instances;
 mod interop;
 mod introspection;
 mod introspection_rules;
+mod key_rotation;
 mod login;
 mod logout;
 mod mail;

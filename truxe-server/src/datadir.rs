@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::keyring::SealingKey;
 use crate::keys::{self, KeyError, SigningKey};
 use crate::secret::Secret;
 
@@ -32,8 +33,11 @@ pub enum DataDirError {
 
 /// What the server needs from configuration or, in the embedded default, the data directory.
 pub struct Credentials {
-    pub signing_key: SigningKey,
-    pub signing_key_generated: Option<PathBuf>,
+    /// `JWT_PRIVATE_KEY`, checked against `JWT_PUBLIC_KEY` and `JWT_ALGORITHM`.
+    pub env_key: Option<SigningKey>,
+    /// Development without `JWT_PRIVATE_KEY`: the data directory's key file, the first key when
+    /// the database has none (`keyring::bootstrap` loads or generates it).
+    pub data_dir_key: Option<PathBuf>,
     pub admin_token: Secret<String>,
     /// Set only when the token was generated now: it is shown to the operator this once.
     pub admin_token_generated: Option<PathBuf>,
@@ -42,16 +46,17 @@ pub struct Credentials {
 }
 
 pub fn load_credentials(config: &Config) -> Result<Credentials, DataDirError> {
-    let (signing_key, signing_key_generated) = match &config.jwt.private_key_pem {
-        Some(pem) => {
-            (SigningKey::from_pem(pem.secret(), config.jwt.public_key_pem.as_deref(), config.jwt.algorithm)?, None)
-        }
-        None if config.is_production() => return Err(DataDirError::KeyRequired),
+    let (env_key, data_dir_key) = match &config.jwt.private_key_pem {
+        Some(pem) => (
+            Some(SigningKey::from_pem(pem.secret(), config.jwt.public_key_pem.as_deref(), config.jwt.algorithm)?),
+            None,
+        ),
+        // Production keys are generated into the database (JWT_KEY_ROTATION), never onto one disk.
+        None if config.is_production() && config.jwt.rotation.is_none() => return Err(DataDirError::KeyRequired),
+        None if config.is_production() => (None, None),
         None => {
             ensure_dir(&config.data_dir)?;
-            let path = config.data_dir.join(SIGNING_KEY_FILE);
-            let (key, generated) = keys::load_or_generate(&path, config.jwt.algorithm)?;
-            (key, generated.then_some(path))
+            (None, Some(config.data_dir.join(SIGNING_KEY_FILE)))
         }
     };
     let (admin_token, admin_token_generated) = match &config.admin_token {
@@ -70,7 +75,26 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, DataDirError> {
             load_or_generate_secret(&config.data_dir.join(SESSION_SECRET_FILE), generate_session_secret)?.0
         }
     };
-    Ok(Credentials { signing_key, signing_key_generated, admin_token, admin_token_generated, session_secret })
+    Ok(Credentials { env_key, data_dir_key, admin_token, admin_token_generated, session_secret })
+}
+
+/// The key generated signing keys are sealed under, as the server derives it: from
+/// `SESSION_SECRET`, else (development) from the data directory's generated session secret,
+/// which must exist already: `truxectl` never makes one, since a key sealed under a secret the
+/// servers do not have would not open there. `None` when there is neither.
+pub fn existing_sealing_key(config: &Config) -> Result<Option<SealingKey>, DataDirError> {
+    if let Some(secret) = &config.session.secret {
+        return Ok(Some(SealingKey::derive(secret)));
+    }
+    let path = config.data_dir.join(SESSION_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(contents) if !contents.trim().is_empty() => {
+            Ok(Some(SealingKey::derive(&Secret::new(contents.trim().to_string()))))
+        }
+        Ok(_) => Err(DataDirError::EmptyToken { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DataDirError::Read { path, source }),
+    }
 }
 
 /// Creates the data directory readable by its owner only (it holds the private key).

@@ -236,16 +236,20 @@ impl SigningKey {
         self.public_pem.clone()
     }
 
+    /// [`SigningKey::public_pem`] without a copy.
+    pub fn public_pem_str(&self) -> &str {
+        &self.public_pem
+    }
+
     /// The public JWK for the JWKS: public members only, plus `kid`, `alg` and `use`.
     pub fn public_jwk(&self) -> serde_json::Value {
-        let mut jwk = serde_json::Map::new();
-        for (name, value) in &self.public_members {
-            jwk.insert((*name).to_string(), serde_json::Value::String(value.clone()));
-        }
-        jwk.insert("kid".into(), self.kid.clone().into());
-        jwk.insert("alg".into(), self.alg.as_str().into());
-        jwk.insert("use".into(), "sig".into());
-        serde_json::Value::Object(jwk)
+        public_jwk(&self.public_members, &self.kid, self.alg)
+    }
+
+    /// Loads a private key kept by Truxe itself (PKCS#8 PEM, decrypted from the database);
+    /// `source_name` names it in errors ("signing key KID").
+    pub fn from_stored_pem(pem: &str, alg: Algorithm, source_name: &str) -> Result<Self, KeyError> {
+        Self::from_private_pem(pem, alg, source_name)
     }
 
     /// The JWS signature of `message` (RFC 7518 §3): PKCS#1 v1.5 with SHA-256, raw `r||s` for
@@ -296,6 +300,65 @@ impl SigningKey {
             Algorithm::EdDSA => Verifier::new_without_digest(&self.pkey)?.verify_oneshot(signature, message),
         }
     }
+}
+
+/// The public half of a signing key as the JWKS publishes it: a key recorded in the database
+/// (`signing_keys.public_pem`) whose private half this process may not hold.
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    alg: Algorithm,
+    kid: String,
+    public_members: Vec<(&'static str, String)>,
+}
+
+impl PublicKey {
+    /// Parses an SPKI PEM as written by [`SigningKey::public_pem`] and checks it against `alg`.
+    pub fn from_pem(pem: &str, alg: Algorithm) -> Result<Self, KeyError> {
+        let pkey = parse_public_pem(pem)?;
+        let mismatch = |key_kind: &str| KeyError::AlgorithmMismatch { alg, key_kind: key_kind.to_string() };
+        let public_members = match (pkey.id(), alg) {
+            (Id::RSA, Algorithm::RS256) => {
+                let rsa = pkey.rsa()?;
+                rsa_members(rsa.n(), rsa.e())
+            }
+            (Id::EC, Algorithm::ES256) => ec_members(&pkey.ec_key()?)?,
+            (Id::ED25519, Algorithm::EdDSA) => {
+                let x = URL_SAFE_NO_PAD.encode(pkey.raw_public_key()?);
+                vec![("crv", "Ed25519".to_string()), ("kty", "OKP".to_string()), ("x", x)]
+            }
+            (Id::RSA, _) => return Err(mismatch("RSA")),
+            (Id::EC, _) => return Err(mismatch("EC")),
+            (Id::ED25519, _) => return Err(mismatch("Ed25519")),
+            _ => return Err(mismatch("of an unsupported type")),
+        };
+        let kid = thumbprint(&public_members);
+        Ok(Self { alg, kid, public_members })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The RFC 7638 thumbprint, as [`SigningKey::kid`] computes it for the same key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The JWK for the JWKS, as [`SigningKey::public_jwk`] writes it.
+    pub fn public_jwk(&self) -> serde_json::Value {
+        public_jwk(&self.public_members, &self.kid, self.alg)
+    }
+}
+
+fn public_jwk(members: &[(&'static str, String)], kid: &str, alg: Algorithm) -> serde_json::Value {
+    let mut jwk = serde_json::Map::new();
+    for (name, value) in members {
+        jwk.insert((*name).to_string(), serde_json::Value::String(value.clone()));
+    }
+    jwk.insert("kid".into(), kid.into());
+    jwk.insert("alg".into(), alg.as_str().into());
+    jwk.insert("use".into(), "sig".into());
+    serde_json::Value::Object(jwk)
 }
 
 fn parse_public_pem(pem: &str) -> Result<PKey<Public>, KeyError> {
@@ -645,6 +708,19 @@ mod tests {
             (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
         );
         assert!(jwk.get("y").is_none() && jwk.get("d").is_none());
+    }
+
+    #[test]
+    fn a_public_key_from_its_pem_has_the_same_kid_and_jwk() {
+        for key in all_keys() {
+            let public = PublicKey::from_pem(&key.public_pem(), key.algorithm()).expect("public pem");
+            assert_eq!(public.kid(), key.kid());
+            assert_eq!(public.public_jwk(), key.public_jwk());
+        }
+        let err = PublicKey::from_pem(&rsa_key().public_pem(), Algorithm::EdDSA).expect_err("mismatch");
+        assert_eq!(err.to_string(), "JWT_ALGORITHM is EdDSA but the key is RSA");
+        assert!(PublicKey::from_pem("garbage", Algorithm::RS256).is_err());
+        assert!(PublicKey::from_pem(rsa_key().private_pem().secret(), Algorithm::RS256).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod datadir;
 pub mod http;
 pub mod jwt;
+pub mod keyring;
 pub mod keys;
 pub mod mail;
 pub mod mfa;

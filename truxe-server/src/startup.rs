@@ -43,6 +43,8 @@ pub enum StartupError {
     Jwt(#[from] crate::jwt::JwtError),
     #[error("{0}")]
     Mail(#[from] crate::mail::MailError),
+    #[error("{0}")]
+    Keys(#[from] crate::keyring::KeyRingError),
 }
 
 impl StartupError {
@@ -53,6 +55,7 @@ impl StartupError {
             | StartupError::PendingMigrations(_)
             | StartupError::Mail(_)
             | StartupError::Database(StoreError::Tls { .. }) => EXIT_CONFIG,
+            StartupError::Keys(error) if error.is_configuration() => EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -96,11 +99,6 @@ impl Application {
             let config = config.clone();
             blocking(move || datadir::load_credentials(&config)).await??
         };
-        // Built once here so that a key jsonwebtoken cannot use stops the start, not each request.
-        crate::jwt::TokenKeys::shared(&credentials.signing_key)?;
-        if let Some(path) = &credentials.signing_key_generated {
-            tracing::info!(path = %path.display(), kid = credentials.signing_key.kid(), "generated a new signing key");
-        }
         if let Some(path) = &credentials.admin_token_generated {
             // Shown once, on the terminal that started the server; only the file keeps it.
             println!(
@@ -119,7 +117,14 @@ impl Application {
             DatabaseUrl::Postgres(_) => store::Backend::Postgres,
             DatabaseUrl::Sqlite(_) => store::Backend::Sqlite,
         };
-        let key = credentials.signing_key.clone();
+        let key_sources = crate::keyring::Sources {
+            policy: crate::keyring::Policy::from_config(&config),
+            env_key: credentials.env_key.clone(),
+            sealing: crate::keyring::SealingKey::derive(&credentials.session_secret),
+            data_dir_key: credentials.data_dir_key.clone(),
+            may_reseal: !config.is_production() && config.session.secret.is_none(),
+        };
+        let sources = key_sources.clone();
         let prepared = store::run(&pool, move |conn| {
             match conn.backend() {
                 // Embedded storage migrates itself: there is no operator step to forget.
@@ -136,15 +141,26 @@ impl Application {
                 }
             }
             let now = store::unix_now();
-            store::signing_keys::record(conn, key.kid(), key.algorithm().as_str(), &key.public_pem(), now)?;
+            // Built here so that a key that cannot sign stops the start, not each request.
+            let keys = crate::keyring::bootstrap(conn, &sources, now);
             let hmac_key =
                 store::server_secrets::load_or_create(conn, store::server_secrets::CLIENT_SECRET_HMAC_KEY, now)?;
             let magic_link_key =
                 store::server_secrets::load_or_create(conn, crate::service::sign_in::MAGIC_LINK_KEY, now)?;
-            Ok(Ok((hmac_key, magic_link_key)))
+            Ok(Ok((keys, hmac_key, magic_link_key)))
         })
         .await?;
-        let (client_secret_key, magic_link_key) = prepared.map_err(StartupError::PendingMigrations)?;
+        let (keys, client_secret_key, magic_link_key) = prepared.map_err(StartupError::PendingMigrations)?;
+        let keys = Arc::new(crate::keyring::KeyRing::new(keys?, key_sources));
+        if let Some(rotation) = config.jwt.rotation
+            && config.jwt.private_key_pem.is_none()
+        {
+            tracing::info!(
+                rotation = %crate::config::format_duration(rotation),
+                publish_delay = %crate::config::format_duration(config.jwt.publish_delay),
+                "automatic signing-key rotation is on (JWT_KEY_ROTATION)"
+            );
+        }
         // Inside the runtime: the SMTP pool starts its reaper task here.
         let mailer = crate::mail::Mailer::from_config(&config)?;
         tracing::info!(mail = %mailer.describe(), "magic-link mail");
@@ -184,7 +200,7 @@ impl Application {
             limiter: crate::ratelimit::Limiter::start(&config, redis.clone()),
             redis,
             shared,
-            signing_key: Arc::new(credentials.signing_key),
+            keys: keys.clone(),
             admin_token: credentials.admin_token,
             client_secret_key,
             session_key: http::session::derive_key(&credentials.session_secret),
@@ -195,6 +211,7 @@ impl Application {
             readiness: Default::default(),
         });
         tokio::spawn(housekeeping(state.pool.clone()));
+        tokio::spawn(crate::keyring::follow(keys.clone(), state.pool.clone()));
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
         let app_state = state.clone();
@@ -226,7 +243,9 @@ impl Application {
         .map_err(|source| StartupError::Bind { address: format!("port {port}"), source })?
         .run();
 
-        tracing::info!(port, issuer = %config.issuer, kid = state.signing_key.kid(), backend = backend.as_str(), "truxe-server listening");
+        let signing_kid =
+            keys.snapshot().signer(store::unix_now()).map(|(entry, _)| entry.kid.clone()).unwrap_or_default();
+        tracing::info!(port, issuer = %config.issuer, kid = %signing_kid, backend = backend.as_str(), "truxe-server listening");
         Ok(Self { port, server, state })
     }
 

@@ -140,7 +140,7 @@ fn examine(opts: &DoctorOpts, global: &Global) -> Report {
     };
 
     check_secrets(&mut report, &config);
-    check_signing_key(&mut report, &config);
+    let env_kid = check_signing_key(&mut report, &config);
     check_origins_and_limits(&mut report, &config);
     check_files(&mut report, &config, global, &lookup);
 
@@ -151,7 +151,7 @@ fn examine(opts: &DoctorOpts, global: &Global) -> Report {
             return report;
         }
     };
-    let others = check_database(&mut report, &config);
+    let others = check_database(&mut report, &config, env_kid.as_deref());
     runtime.block_on(async {
         check_redis(&mut report, &config, others).await;
         check_smtp(&mut report, &config).await;
@@ -172,10 +172,17 @@ fn check_secrets(report: &mut Report, config: &Config) {
     }
 }
 
-fn check_signing_key(report: &mut Report, config: &Config) {
+/// The configured key's strength; returns the kid of `JWT_PRIVATE_KEY` for the key schedule.
+fn check_signing_key(report: &mut Report, config: &Config) -> Option<String> {
     let Some(pem) = &config.jwt.private_key_pem else {
-        report.fail("signing key", "JWT_PRIVATE_KEY is not set (production requires the operator's key)");
-        return;
+        match config.jwt.rotation {
+            Some(period) => report.ok(
+                "signing key",
+                format!("generated into the database, rotated every {}", config::format_duration(period)),
+            ),
+            None => report.fail("signing key", "neither JWT_PRIVATE_KEY nor JWT_KEY_ROTATION is set"),
+        }
+        return None;
     };
     match SigningKey::from_pem(pem.secret(), config.jwt.public_key_pem.as_deref(), config.jwt.algorithm) {
         Ok(key) => {
@@ -185,15 +192,34 @@ fn check_signing_key(report: &mut Report, config: &Config) {
                 other => Ok(other.as_str().to_string()),
             };
             match strength {
-                Ok(what) => report.ok("signing key", format!("{what}, kid {}", key.kid())),
+                Ok(what) => report.ok("signing key", format!("JWT_PRIVATE_KEY: {what}, kid {}", key.kid())),
                 Err(problem) => report.fail("signing key", problem),
             }
-            report.ok(
-                "key rotation",
-                "the signing key is the operator's JWT_PRIVATE_KEY: automatic rotation does not replace it",
-            );
+            Some(key.kid().to_string())
         }
-        Err(error) => report.fail("signing key", error.to_string()),
+        Err(error) => {
+            report.fail("signing key", error.to_string());
+            None
+        }
+    }
+}
+
+/// The key schedule as the servers see it in the database: which key signs and since when,
+/// whether it is the operator's, what the JWKS publishes (overlap during a rotation).
+fn check_key_schedule(report: &mut Report, config: &Config, conn: &mut AnyConnection, env_kid: Option<&str>) {
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())).unwrap_or(0);
+    match store::signing_keys::summary(conn, env_kid, now) {
+        Ok(summary) => {
+            for (level, note) in summary.notes(config.jwt.rotation) {
+                let status = match level {
+                    store::signing_keys::NoteLevel::Ok => Status::Ok,
+                    store::signing_keys::NoteLevel::Warn => Status::Warn,
+                    store::signing_keys::NoteLevel::Fail => Status::Fail,
+                };
+                report.add("key schedule", status, note);
+            }
+        }
+        Err(error) => report.fail("key schedule", format!("cannot read the signing keys: {error}")),
     }
 }
 
@@ -297,7 +323,7 @@ pub fn judge_mode(mode: u32) -> Option<(Status, String)> {
 }
 
 /// Reachable, migrated, clock agreeing; returns how many server instances use it.
-fn check_database(report: &mut Report, config: &Config) -> i64 {
+fn check_database(report: &mut Report, config: &Config, env_kid: Option<&str>) -> i64 {
     let mut database = config.database.clone();
     database.pool_min = 0;
     database.pool_max = 1;
@@ -330,7 +356,10 @@ fn check_database(report: &mut Report, config: &Config) -> i64 {
     };
     report.ok("database", format!("reachable ({where_})"));
     match store::migrations::pending(&mut conn) {
-        Ok(pending) if pending.is_empty() => report.ok("migrations", "none pending"),
+        Ok(pending) if pending.is_empty() => {
+            report.ok("migrations", "none pending");
+            check_key_schedule(report, config, &mut conn, env_kid);
+        }
         Ok(pending) => report.fail(
             "migrations",
             format!(

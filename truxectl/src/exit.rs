@@ -16,10 +16,43 @@ Exit status:
   2   usage error: unknown command or option, a missing or malformed argument
   78  configuration error: DATABASE_URL, --env-file or another setting is invalid";
 
-/// The status for an error that ended the command: 78 when a configuration problem is anywhere
-/// in its chain, else 1.
+/// An error with the exit status SPEC gives it: 2 for a usage error, 78 (EX_CONFIG) for a
+/// configuration error; every other error exits 1.
+#[derive(Debug)]
+pub struct ExitError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl ExitError {
+    pub const USAGE: u8 = 2;
+    pub const CONFIG: u8 = CONFIG;
+
+    pub fn config(message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(ExitError { code: Self::CONFIG, message: message.into() })
+    }
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// The status for an error that ended the command: an [`ExitError`]'s own, 78 when a
+/// configuration problem is anywhere in its chain, else 1.
 pub fn code_for(error: &anyhow::Error) -> ExitCode {
-    if error.chain().any(|cause| cause.is::<ConfigErrors>()) { ExitCode::from(CONFIG) } else { ExitCode::FAILURE }
+    for cause in error.chain() {
+        if let Some(exit) = cause.downcast_ref::<ExitError>() {
+            return ExitCode::from(exit.code);
+        }
+        if cause.is::<ConfigErrors>() {
+            return ExitCode::from(CONFIG);
+        }
+    }
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]

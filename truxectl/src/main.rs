@@ -87,6 +87,8 @@ pub fn cli_command() -> clap::Command {
     Cli::command()
 }
 
+pub use exit::ExitError;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -134,6 +134,30 @@ pub struct JwtConfig {
     pub public_key_pem: Option<String>,
     pub algorithm: Algorithm,
     pub audience: Option<String>,
+    /// `JWT_KEY_ROTATION`: how long a generated key signs before the schedule publishes the next
+    /// one; `None` (`off`, the default): keys change only by `truxectl keys rotate`.
+    pub rotation: Option<Duration>,
+    /// `JWT_KEY_PUBLISH_DELAY`: how long a new key is in the JWKS before it signs (whole seconds).
+    pub publish_delay: Duration,
+    /// `JWT_JWKS_MAX_AGE`: the JWKS's `Cache-Control: max-age` (whole seconds).
+    pub jwks_max_age: Duration,
+}
+
+/// Default `JWT_KEY_PUBLISH_DELAY`.
+pub const DEFAULT_KEY_PUBLISH_DELAY: Duration = Duration::from_secs(3_600);
+/// Default `JWT_JWKS_MAX_AGE`: five minutes keeps a new key visible soon enough.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
+impl JwtConfig {
+    /// How often every instance reads the signing keys from the database: 5 s, or a quarter of
+    /// the publish delay when that is shorter (tests), at least 250 ms.
+    pub fn key_refresh_interval(&self) -> Duration {
+        key_refresh_interval(self.publish_delay)
+    }
+}
+
+fn key_refresh_interval(publish_delay: Duration) -> Duration {
+    (publish_delay / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -601,7 +625,79 @@ fn read_jwt(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> JwtConfig {
         ),
         None => {}
     }
-    JwtConfig { private_key_pem, public_key_pem, algorithm, audience }
+    let (rotation, publish_delay, jwks_max_age) = read_key_rotation(r);
+    if rotation.is_some() && private_key_pem.is_some() {
+        warnings.push(
+            "JWT_KEY_ROTATION is set but the signing key is the operator's JWT_PRIVATE_KEY: automatic rotation is off \
+             (it never replaces that key); remove JWT_PRIVATE_KEY to let Truxe generate and rotate keys, or rotate \
+             by hand with `truxectl keys rotate`"
+                .to_string(),
+        );
+    }
+    JwtConfig { private_key_pem, public_key_pem, algorithm, audience, rotation, publish_delay, jwks_max_age }
+}
+
+/// `JWT_KEY_ROTATION`, `JWT_KEY_PUBLISH_DELAY`, `JWT_JWKS_MAX_AGE`. The delay must outlast a
+/// JWKS a resource server fetched just before the next key appeared (the max-age) plus the time
+/// the instances take to read the new key (the refresh interval): else a token signed by the
+/// new key meets a cached JWKS that lacks it.
+fn read_key_rotation(r: &mut Reader<'_>) -> (Option<Duration>, Duration, Duration) {
+    let whole_seconds = |d: Duration| Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    let max_age = r.parse("JWT_JWKS_MAX_AGE", DEFAULT_JWKS_MAX_AGE, |v| {
+        let d = parse_duration(v, BareUnit::Seconds)?;
+        if d > Duration::from_secs(86_400) { Err(format!("{v:?} is longer than the 1d allowed")) } else { Ok(d) }
+    });
+    let max_age = Duration::from_secs(max_age.as_secs());
+    let delay = r.parse("JWT_KEY_PUBLISH_DELAY", DEFAULT_KEY_PUBLISH_DELAY, |v| {
+        let d = whole_seconds(parse_duration(v, BareUnit::Seconds)?);
+        if d < Duration::from_secs(1) || d > Duration::from_secs(30 * 86_400) {
+            Err(format!("{v:?} is not from 1s to 30d"))
+        } else {
+            Ok(d)
+        }
+    });
+    if !r.failed("JWT_KEY_PUBLISH_DELAY") && !r.failed("JWT_JWKS_MAX_AGE") {
+        let refresh = key_refresh_interval(delay);
+        if delay <= max_age + refresh {
+            r.error(
+                "JWT_KEY_PUBLISH_DELAY",
+                format_args!(
+                    "{} must be longer than the JWKS max-age (JWT_JWKS_MAX_AGE, {}) plus the {} instances take to \
+                     read a new key: a resource server may still hold a JWKS without the new key when it starts \
+                     signing (example: 1h)",
+                    format_duration(delay),
+                    format_duration(max_age),
+                    format_duration(refresh)
+                ),
+            );
+        }
+    }
+    let rotation = r
+        .parse_opt("JWT_KEY_ROTATION", |v| {
+            if ["off", "false", "0"].iter().any(|off| v.trim().eq_ignore_ascii_case(off)) {
+                return Ok(None);
+            }
+            let d = whole_seconds(
+                parse_duration(v, BareUnit::Seconds)
+                    .map_err(|_| format!("{v:?} is neither a duration nor \"off\" (examples: 90d, 30d, off)"))?,
+            );
+            Ok(Some(d))
+        })
+        .flatten();
+    if let Some(period) = rotation
+        && !r.failed("JWT_KEY_PUBLISH_DELAY")
+        && period <= delay
+    {
+        r.error(
+            "JWT_KEY_ROTATION",
+            format_args!(
+                "{} must be longer than JWT_KEY_PUBLISH_DELAY ({}): each key is published that long before it signs",
+                format_duration(period),
+                format_duration(delay)
+            ),
+        );
+    }
+    (rotation, delay, max_age)
 }
 
 /// PEM values arrive in several shapes: real newlines, literal `\n` (the guide's `.env`), or a
@@ -912,11 +1008,16 @@ const GENERATE_SECRET_HINT: &str = "generate one with `truxectl secrets generate
 
 /// The development shortcuts refused in production, all listed at once.
 fn check_production(config: &Config, issuer_source: Option<&str>, r: &mut Reader<'_>, warnings: &mut Vec<String>) {
-    if config.jwt.private_key_pem.is_none() && !r.failed("JWT_PRIVATE_KEY") {
+    if config.jwt.private_key_pem.is_none()
+        && config.jwt.rotation.is_none()
+        && !r.failed("JWT_PRIVATE_KEY")
+        && !r.failed("JWT_KEY_ROTATION")
+    {
         r.error(
             "JWT_PRIVATE_KEY",
             "required in production (the key generated in the data directory is a development shortcut); \
-             create one with `truxectl keys generate`",
+             create one with `truxectl keys generate`, or set JWT_KEY_ROTATION (e.g. 90d) to have Truxe generate \
+             and rotate keys in the database",
         );
     }
     if !config.session.secure && !r.failed("SESSION_SECURE") {

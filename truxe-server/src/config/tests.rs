@@ -863,3 +863,70 @@ fn tls_settings_that_change_nothing_are_warned_about() {
         "REDIS_TLS_CA is ignored",
     );
 }
+
+#[test]
+fn key_rotation_defaults_off_with_an_hour_of_publication() {
+    let c = ok(&[]);
+    assert_eq!(c.jwt.rotation, None);
+    assert_eq!(c.jwt.publish_delay, Duration::from_secs(3_600));
+    assert_eq!(c.jwt.jwks_max_age, Duration::from_secs(300));
+    assert_eq!(c.jwt.key_refresh_interval(), Duration::from_secs(5));
+    for off in ["off", "OFF", "false", "0"] {
+        assert_eq!(ok(&[("JWT_KEY_ROTATION", off)]).jwt.rotation, None, "{off}");
+    }
+    let c = ok(&[("JWT_KEY_ROTATION", "90d"), ("JWT_KEY_PUBLISH_DELAY", "2h"), ("JWT_JWKS_MAX_AGE", "10m")]);
+    assert_eq!(c.jwt.rotation, Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!((c.jwt.publish_delay, c.jwt.jwks_max_age), (Duration::from_secs(7_200), Duration::from_secs(600)));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Tests rotate in seconds: the refresh interval follows a short delay down.
+    let c = ok(&[("JWT_KEY_ROTATION", "4s"), ("JWT_KEY_PUBLISH_DELAY", "2s"), ("JWT_JWKS_MAX_AGE", "1")]);
+    assert_eq!(c.jwt.key_refresh_interval(), Duration::from_millis(500));
+    assert_eq!(
+        ok(&[("JWT_KEY_PUBLISH_DELAY", "1500ms"), ("JWT_JWKS_MAX_AGE", "0")]).jwt.publish_delay,
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn bad_key_rotation_values_are_configuration_errors() {
+    let message = assert_one_error_naming(&[("JWT_KEY_ROTATION", "abc")], "JWT_KEY_ROTATION");
+    assert!(message.contains("\"abc\"") && message.contains("90d") && message.contains("off"), "{message}");
+    assert_one_error_naming(&[("JWT_KEY_ROTATION", "-5d")], "JWT_KEY_ROTATION");
+    // The delay must outlast a cached JWKS (5 min by default) plus the refresh interval.
+    let message = assert_one_error_naming(&[("JWT_KEY_PUBLISH_DELAY", "5m")], "JWT_KEY_PUBLISH_DELAY");
+    assert!(message.contains("JWT_JWKS_MAX_AGE, 5m") && message.contains("longer than"), "{message}");
+    assert_one_error_naming(&[("JWT_KEY_PUBLISH_DELAY", "60"), ("JWT_JWKS_MAX_AGE", "60")], "JWT_KEY_PUBLISH_DELAY");
+    assert_one_error_naming(&[("JWT_KEY_PUBLISH_DELAY", "2s"), ("JWT_JWKS_MAX_AGE", "2")], "JWT_KEY_PUBLISH_DELAY");
+    assert_one_error_naming(&[("JWT_KEY_PUBLISH_DELAY", "302s")], "JWT_KEY_PUBLISH_DELAY");
+    ok(&[("JWT_KEY_PUBLISH_DELAY", "306s")]);
+    assert_one_error_naming(&[("JWT_KEY_PUBLISH_DELAY", "0"), ("JWT_JWKS_MAX_AGE", "0")], "JWT_KEY_PUBLISH_DELAY");
+    assert_one_error_naming(&[("JWT_KEY_PUBLISH_DELAY", "31d")], "JWT_KEY_PUBLISH_DELAY");
+    assert_one_error_naming(&[("JWT_JWKS_MAX_AGE", "2d")], "JWT_JWKS_MAX_AGE");
+    assert_one_error_naming(&[("JWT_JWKS_MAX_AGE", "soon")], "JWT_JWKS_MAX_AGE");
+    // A period no longer than the delay would publish a next key before the last one signs.
+    let message = assert_one_error_naming(&[("JWT_KEY_ROTATION", "1h")], "JWT_KEY_ROTATION");
+    assert!(message.contains("JWT_KEY_PUBLISH_DELAY (1h)"), "{message}");
+}
+
+#[test]
+fn key_rotation_replaces_jwt_private_key_in_production_but_never_overrides_it() {
+    let key = test_key().private_pem().secret().clone();
+    let mut vars = production_vars(&key);
+    vars.retain(|(name, _)| *name != "JWT_PRIVATE_KEY");
+    let message = assert_one_error_naming(&as_refs(&vars), "JWT_PRIVATE_KEY");
+    assert!(message.contains("JWT_KEY_ROTATION"), "names the alternative: {message}");
+    vars.push(("JWT_KEY_ROTATION", "90d".into()));
+    let c = ok(&as_refs(&vars));
+    assert_eq!(c.jwt.rotation, Some(Duration::from_secs(90 * 86_400)));
+    // With JWT_PRIVATE_KEY too, the schedule does not apply, and the start-up says so.
+    let mut vars = production_vars(&key);
+    vars.push(("JWT_KEY_ROTATION", "90d".into()));
+    let c = ok(&as_refs(&vars));
+    let warning = c.warnings.iter().find(|w| w.starts_with("JWT_KEY_ROTATION")).expect("a warning");
+    assert!(warning.contains("JWT_PRIVATE_KEY") && warning.contains("automatic rotation is off"), "{warning}");
+    // A bad value in production is an error, not a silent fallback to "required key".
+    let mut vars = production_vars(&key);
+    vars.retain(|(name, _)| *name != "JWT_PRIVATE_KEY");
+    vars.push(("JWT_KEY_ROTATION", "abc".into()));
+    assert_one_error_naming(&as_refs(&vars), "JWT_KEY_ROTATION");
+}

@@ -12,7 +12,6 @@ use super::AppState;
 use super::csrf;
 use super::pages::{error_page, render_with_cookies, see_other_with_cookies};
 use super::session;
-use crate::jwt::TokenKeys;
 use crate::model::client::Client;
 use crate::oauth::authorize::{MAX_PARAM_LEN, is_printable_param};
 use crate::oauth::form::Form;
@@ -75,11 +74,8 @@ pub async fn request(state: &AppState, params: &Form) -> Result<Option<EndSessio
     let hinted_client = match hint {
         None => None,
         Some(hint) => {
-            let keys = TokenKeys::shared(&state.signing_key).map_err(|error| {
-                tracing::error!(%error, "the signing key cannot be used for JWTs");
-                super::pages::unavailable()
-            })?;
-            match keys.verify_id_token_hint(hint, &state.config.issuer) {
+            let now = store::unix_now();
+            match state.keys.request_keys(now).verify_id_token_hint(hint, &state.config.issuer, now) {
                 Ok(claims) => Some(claims.aud),
                 Err(reason) => {
                     tracing::info!(?reason, "logout with an id_token_hint that is not one of our ID tokens");

@@ -65,15 +65,14 @@ async fn check_all(state: &AppState) -> (StatusCode, Value) {
         checks.insert("redis".into(), check(result, json!({})));
     }
 
-    let key = &state.signing_key;
-    let probe = b"truxe readiness probe";
-    let signing = match key.sign(probe) {
-        Ok(signature) if key.verify(probe, &signature) => Ok(()),
-        Ok(_) => Err("signature does not verify".to_string()),
-        Err(e) => Err(e.to_string()),
+    // The key this instance signs with now (the schedule's active key, see `keyring`).
+    let keys = state.keys.snapshot();
+    let (signing, detail) = match keys.probe(store::unix_now()) {
+        Ok((kid, alg)) => (Ok(()), json!({ "kid": kid, "alg": alg.as_str() })),
+        Err(error) => (Err(error), json!({})),
     };
     all_ok &= signing.is_ok();
-    checks.insert("signing_key".into(), check(signing, json!({ "kid": key.kid(), "alg": key.algorithm().as_str() })));
+    checks.insert("signing_key".into(), check(signing, detail));
 
     let checked_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, web};
 
 use crate::config::Config;
-use crate::keys::SigningKey;
 use crate::secret::Secret;
 use crate::store::{Backend, Pool, redis::RedisPool};
 
@@ -44,7 +43,8 @@ pub struct AppState {
     pub redis: Option<RedisPool>,
     /// Redis as shared state, behind its failure policy (`None` without `REDIS_URL`).
     pub shared: Option<Arc<crate::shared::SharedRedis>>,
-    pub signing_key: Arc<SigningKey>,
+    /// The signing keys shared through the database: the one that signs, the ones published.
+    pub keys: Arc<crate::keyring::KeyRing>,
     pub admin_token: Secret<String>,
     /// HMAC key for client secrets at rest (table `server_secrets`), shared by every instance.
     pub client_secret_key: Secret<Vec<u8>>,

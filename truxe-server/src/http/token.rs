@@ -17,7 +17,6 @@ use super::request_meta::RequestMeta;
 use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
 use crate::config::Config;
-use crate::jwt::TokenKeys;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::{self, ClientCredentials};
 use crate::oauth::form::Form;
@@ -128,7 +127,7 @@ pub(super) async fn read_form(req: &HttpRequest, payload: web::Payload) -> Resul
 pub(super) struct Call {
     config: Arc<Config>,
     rules: Arc<crate::service::policy::Rules>,
-    keys: Arc<TokenKeys>,
+    keys: crate::keyring::RequestKeys,
     secret_key: crate::secret::Secret<Vec<u8>>,
     now: i64,
     clock: Instant,
@@ -141,16 +140,14 @@ pub(super) struct Call {
 
 impl Call {
     pub(super) fn new(req: &HttpRequest, state: &AppState) -> Result<Self, OAuthError> {
-        let keys = TokenKeys::shared(&state.signing_key).map_err(|error| {
-            tracing::error!(%error, "the signing key cannot be used for JWTs");
-            OAuthError::server_error("internal error")
-        })?;
+        // One `now` for the key choice and the tokens' `iat`: a key signs from its `activates_at`.
+        let now = store::unix_now();
         Ok(Self {
             config: state.config.clone(),
             rules: state.rules.clone(),
-            keys,
+            keys: state.keys.request_keys(now),
             secret_key: state.client_secret_key.clone(),
-            now: store::unix_now(),
+            now,
             clock: Instant::now(),
             meta: super::request_meta::of(req),
             clients: state.clients.clone(),

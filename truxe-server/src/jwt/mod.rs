@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm as JwsAlgorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{Algorithm, SigningKey};
+use crate::keys::{Algorithm, PublicKey, SigningKey};
 use crate::model::{ClientId, GrantId, Jti};
 
 /// RFC 9068 §2.1: the `typ` header of a JWT access token.
@@ -34,6 +34,10 @@ pub enum JwtError {
     Jwt(#[from] LibError),
     #[error("the signing key's public JWK is unusable: {0}")]
     Jwk(#[from] serde_json::Error),
+    #[error("signing key {0} is published only: this process does not hold its private half")]
+    PublishedOnly(String),
+    #[error("no signing key can be used: {0}")]
+    NoSigningKey(String),
 }
 
 mod provider;
@@ -92,12 +96,13 @@ pub enum Rejection {
     Expired,
 }
 
-/// The signing key in jsonwebtoken's terms, built once per key: the encoding key from the
-/// private PEM, the decoding key from the public JWK exactly as a resource server builds it.
+/// A signing key in jsonwebtoken's terms, built once per key: the encoding key from the
+/// private PEM (absent for a key this process only publishes), the decoding key from the public
+/// JWK exactly as a resource server builds it.
 pub struct TokenKeys {
     kid: String,
     alg: JwsAlgorithm,
-    encoding: EncodingKey,
+    encoding: Option<EncodingKey>,
     decoding: DecodingKey,
 }
 
@@ -119,7 +124,24 @@ impl TokenKeys {
         };
         let jwk: Jwk = serde_json::from_value(key.public_jwk())?;
         let decoding = DecodingKey::from_jwk(&jwk)?;
-        Ok(Self { kid: key.kid().to_string(), alg, encoding, decoding })
+        Ok(Self { kid: key.kid().to_string(), alg, encoding: Some(encoding), decoding })
+    }
+
+    /// Verification only: a published key whose private half this process does not hold.
+    pub fn published(key: &PublicKey) -> Result<Self, JwtError> {
+        install_provider()?;
+        let jwk: Jwk = serde_json::from_value(key.public_jwk())?;
+        let decoding = DecodingKey::from_jwk(&jwk)?;
+        Ok(Self { kid: key.kid().to_string(), alg: jws_algorithm(key.algorithm()), encoding: None, decoding })
+    }
+
+    /// Whether this process can sign with the key (it holds the private half).
+    pub fn can_sign(&self) -> bool {
+        self.encoding.is_some()
+    }
+
+    fn encoding(&self) -> Result<&EncodingKey, JwtError> {
+        self.encoding.as_ref().ok_or_else(|| JwtError::PublishedOnly(self.kid.clone()))
     }
 
     /// The keys for `key`, built on first use and kept for the process (by `kid`, the RFC 7638
@@ -150,7 +172,7 @@ impl TokenKeys {
         let mut header = Header::new(self.alg);
         header.typ = Some(ACCESS_TOKEN_TYP.to_string());
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(&header, claims, self.encoding()?)?)
     }
 
     /// A signed ID token (typed `JWT`) under our `kid`.
@@ -159,7 +181,7 @@ impl TokenKeys {
         let mut header = Header::new(self.alg);
         header.typ = Some(ID_TOKEN_TYP.to_string());
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(&header, claims, self.encoding()?)?)
     }
 
     /// Decodes a token signed by this key: `typ` as `expect_typ` requires, our `kid` and `alg`,
@@ -222,6 +244,23 @@ impl TokenKeys {
         }
         Ok(claims)
     }
+}
+
+/// Our algorithm in jsonwebtoken's terms.
+pub fn jws_algorithm(alg: Algorithm) -> JwsAlgorithm {
+    match alg {
+        Algorithm::RS256 => JwsAlgorithm::RS256,
+        Algorithm::ES256 => JwsAlgorithm::ES256,
+        Algorithm::EdDSA => JwsAlgorithm::EdDSA,
+    }
+}
+
+/// The `kid` in a token's header, without checking anything else (to pick the key that will).
+pub fn header_kid(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    jsonwebtoken::decode_header(token).ok()?.kid
 }
 
 /// The issuer of a decoded token, for [`TokenKeys::decode_ours`].

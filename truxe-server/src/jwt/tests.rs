@@ -90,7 +90,8 @@ fn verification_refuses_what_is_not_a_live_token_of_ours() {
 
     let mut plain_jwt = Header::new(JwsAlgorithm::RS256);
     plain_jwt.kid = Some(rsa.kid().to_string());
-    let id_token_like = jsonwebtoken::encode(&plain_jwt, &claims(now), &tokens.encoding).expect("encode");
+    let id_token_like =
+        jsonwebtoken::encode(&plain_jwt, &claims(now), tokens.encoding().expect("encoding key")).expect("encode");
     assert_eq!(tokens.verify(&id_token_like, issuer, now), Err(Rejection::NotAnAccessToken));
 
     let unsigned = format!(
@@ -131,7 +132,7 @@ fn jwk_helpers_agree_with_the_signing_key() {
     install_provider().expect("installed");
     for key in keys() {
         let tokens = TokenKeys::new(key).expect("keys");
-        let jwk = Jwk::from_encoding_key(&tokens.encoding, tokens.alg).expect("jwk");
+        let jwk = Jwk::from_encoding_key(tokens.encoding().expect("encoding key"), tokens.alg).expect("jwk");
         let ours = key.public_jwk();
         let theirs = serde_json::to_value(&jwk).expect("json");
         for member in ["kty", "crv", "n", "e", "x", "y"] {
@@ -170,7 +171,7 @@ fn signing_cost() {
         println!("--- {alg}");
         per_op("SigningKey::sign (OpenSSL, no JWT)", n, || drop(key.sign(message.as_bytes())));
         per_op("TokenKeys::encode (provider, cached PKey)", n, || drop(tokens.encode(&claims(0))));
-        let der = tokens.encoding.as_bytes().to_vec();
+        let der = tokens.encoding().expect("encoding key").as_bytes().to_vec();
         per_op("PKey::private_key_from_der (an uncached provider pays this)", n, || {
             drop(PKey::private_key_from_der(&der))
         });

@@ -137,6 +137,10 @@ diesel::table! {
         public_pem -> Text,
         created_at -> BigInt,
         retired_at -> Nullable<BigInt>,
+        origin -> Text,
+        private_key_sealed -> Nullable<Text>,
+        activates_at -> BigInt,
+        retires_at -> Nullable<BigInt>,
     }
 }
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
 use crate::config::Config;
-use crate::jwt::{AccessTokenClaims, JwtError, TokenKeys};
+use crate::jwt::{AccessTokenClaims, JwtError};
 use crate::model::Jti;
 use crate::model::client::{self as model, AuthMethod, Client, GrantType};
 use crate::model::request::RequestMeta;
@@ -67,7 +67,8 @@ pub struct Context<'a> {
     pub config: &'a Config,
     /// The configuration's token policy, computed once at start.
     pub rules: &'a Rules,
-    pub keys: &'a TokenKeys,
+    /// The key this request signs with, and every published key (our tokens verify with any).
+    pub keys: &'a crate::keyring::RequestKeys,
     /// The HMAC key client secrets are hashed under.
     pub secret_key: &'a [u8],
     pub now: i64,

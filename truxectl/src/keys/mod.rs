@@ -1,4 +1,7 @@
-//! `truxectl keys generate`: a new token signing key pair, as PEM files or as env-file lines.
+//! `truxectl keys generate`: a new token signing key pair, as PEM files or as env-file lines;
+//! `keys list` and `keys rotate` (in [`schedule`]): the signing schedule in the database.
+
+mod schedule;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,10 @@ use crate::Global;
 pub enum Command {
     /// Generate a signing key pair: DIR/jwt-private.pem (0600) and DIR/jwt-public.pem, or env lines with --env
     Generate(GenerateOpts),
+    /// Signing keys in the database with their state (next, active, retiring, retired) and dates
+    List,
+    /// Publish a next signing key now; it signs after JWT_KEY_PUBLISH_DELAY, the old one retires after its tokens expired
+    Rotate,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -67,6 +74,8 @@ pub const PUBLIC_FILE: &str = "jwt-public.pem";
 pub fn run(cmd: Command, global: &Global) -> anyhow::Result<()> {
     match cmd {
         Command::Generate(opts) => generate(&opts, global, &mut std::io::stdout().lock()),
+        Command::List => schedule::list(global, &mut std::io::stdout().lock()),
+        Command::Rotate => schedule::rotate(global, &mut std::io::stdout().lock()),
     }
 }
 
@@ -174,8 +183,9 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<GenerateOpts, clap::Error> {
         let argv = ["keys"].iter().chain(args).copied();
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Command::Generate(opts) => opts,
+        Cli::try_parse_from(argv).and_then(|cli| match cli.command {
+            Command::Generate(opts) => Ok(opts),
+            _ => Err(Cli::command().error(clap::error::ErrorKind::InvalidSubcommand, "not generate")),
         })
     }
 
