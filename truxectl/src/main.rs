@@ -1,10 +1,13 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
 mod clients;
+mod codes;
 mod db;
+mod exit;
 mod keys;
 mod migrate;
 mod secrets;
+mod tokens;
 mod users;
 
 use std::path::PathBuf;
@@ -42,6 +45,10 @@ pub struct Global {
 enum Command {
     /// Apply, list or revert database migrations (default: apply everything pending)
     Migrate {
+        /// Print the plan (pending migrations, the tables each touches, their row counts) and
+        /// change nothing
+        #[arg(long)]
+        dry_run: bool,
         #[command(subcommand)]
         command: Option<migrate::Command>,
     },
@@ -65,23 +72,35 @@ enum Command {
         #[command(subcommand)]
         command: users::Command,
     },
+    /// Authorization codes: inspect one (everything behind an invalid_grant), list recent ones
+    Codes {
+        #[command(subcommand)]
+        command: codes::Command,
+    },
+    /// Access and refresh tokens: revoke by jti, client or user
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::Command,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Migrate { command } => migrate::run(command.unwrap_or_default(), &cli.global),
+        Command::Migrate { dry_run, command } => migrate::run(command.unwrap_or_default(), dry_run, &cli.global),
         Command::Keys { command } => keys::run(command, &cli.global),
         Command::Secrets { command } => secrets::run(command, &cli.global),
         Command::Clients { command } => clients::run(command, &cli.global),
         Command::Users { command } => users::run(command, &cli.global),
+        Command::Codes { command } => codes::run(command, &cli.global),
+        Command::Tokens { command } => tokens::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("truxectl: error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::status(&error))
         }
     }
 }

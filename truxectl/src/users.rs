@@ -383,7 +383,7 @@ fn print_user(user: &User, recovery_codes_left: i64) {
 }
 
 /// `2026-11-28 16:20:08 UTC` from epoch seconds (proleptic Gregorian calendar).
-fn format_time(epoch: i64) -> String {
+pub(crate) fn format_time(epoch: i64) -> String {
     let days = epoch.div_euclid(86_400);
     let secs = epoch.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.
