@@ -183,34 +183,21 @@ pub struct RevokedGrants {
 }
 
 /// Revokes every live grant of `holder` with every token of those grants, as [`revoke_grant`]
-/// does for one. Call it inside a transaction: it starts with a write, so that on SQLite the
-/// transaction holds the write lock from its first statement (a read first could not be
-/// upgraded under a concurrent writer). The grants it reports are those of `holder` revoked at
-/// `now`.
+/// does for one. Call it inside a transaction. On SQLite it first takes the write lock (an
+/// `UPDATE` begins a write transaction even when it changes no row), so that its reads are not
+/// followed by a write that a concurrent writer would make fail.
 pub fn revoke_grants_of(
     conn: &mut AnyConnection,
     holder: GrantHolder<'_>,
     now: i64,
 ) -> Result<RevokedGrants, StoreError> {
-    let live = grants::table.filter(grants::revoked_at.is_null());
-    let revoke = grants::revoked_at.eq(now);
-    let revoked = match (holder.grant_id, holder.client_id, holder.user_id) {
-        (Some(grant_id), _, _) => diesel::update(live.filter(grants::grant_id.eq(grant_id))).set(revoke).execute(conn)?,
-        (None, Some(client_id), Some(user_id)) => {
-            diesel::update(live.filter(grants::client_id.eq(client_id)).filter(grants::user_id.eq(user_id)))
-                .set(revoke)
-                .execute(conn)?
-        }
-        (None, Some(client_id), None) => {
-            diesel::update(live.filter(grants::client_id.eq(client_id))).set(revoke).execute(conn)?
-        }
-        (None, None, Some(user_id)) => diesel::update(live.filter(grants::user_id.eq(user_id))).set(revoke).execute(conn)?,
-        (None, None, None) => 0,
-    };
-    if revoked == 0 {
+    if matches!(conn, AnyConnection::Sqlite(_)) {
+        diesel::update(grants::table.filter(grants::grant_id.eq(""))).set(grants::revoked_at.eq(None::<i64>)).execute(conn)?;
+    }
+    if holder == GrantHolder::default() {
         return Ok(RevokedGrants::default());
     }
-    let mut query = grants::table.filter(grants::revoked_at.eq(now)).select(grants::grant_id).into_boxed();
+    let mut query = grants::table.filter(grants::revoked_at.is_null()).select(grants::grant_id).into_boxed();
     if let Some(grant_id) = holder.grant_id {
         query = query.filter(grants::grant_id.eq(grant_id.to_string()));
     }
@@ -235,6 +222,9 @@ pub fn revoke_grants_of(
         .execute(conn)?;
         // The rotated and expired ones too, so that a grant's tokens all carry its revocation.
         diesel::update(of_chunk()).set(tokens::revoked_at.eq(now)).execute(conn)?;
+        diesel::update(grants::table.filter(grants::revoked_at.is_null()).filter(grants::grant_id.eq_any(chunk)))
+            .set(grants::revoked_at.eq(now))
+            .execute(conn)?;
     }
     Ok(RevokedGrants { grant_ids, refresh_tokens })
 }
