@@ -341,9 +341,11 @@ on_both_backends! {
         let shown = via_db(&[]);
         exits(&shown, 0, "show");
         let shown = text(&shown);
-        let first = shown.lines().find(|l| l.starts_with("redirect_uris")).expect("redirect_uris line");
-        assert!(first.ends_with(&format!("{CALLBACK:?}")), "{shown}");
-        assert!(shown.lines().any(|l| l.trim() == "\"http://127.0.0.1:8080/cb\""), "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        let at = lines.iter().position(|l| l.starts_with("redirect_uris ")).expect("redirect_uris line");
+        let mut uris = [lines[at].trim_start_matches("redirect_uris").trim(), lines[at + 1].trim()];
+        uris.sort_unstable();
+        assert_eq!(uris, ["\"http://127.0.0.1:8080/cb\"", &format!("{CALLBACK:?}")], "{shown}");
 
         for show in [&via_db as &dyn Fn(&[&str]) -> Output, &via_api] {
             let exact = show(&["--redirect-uri", CALLBACK, "--json"]);
