@@ -465,8 +465,11 @@ async fn migrate_dry_run_on_a_database_one_migration_behind() {
             let created = run(&["clients", "create", "--name", "Dry", "--redirect-uri", CALLBACK, "--json"]);
             let client_id = json_of(&created)["client_id"].as_str().expect("client_id").to_string();
             let app = Registered { client_id, secret: String::new(), method: "none".into() };
-            grant_store::insert_code(&mut conn, &code_row(&app, &user.user_id, "dryruncode0123456789abcdefghijklmnopqrstuv", unix_now() + 600))
-                .expect("code");
+            grant_store::insert_code(
+                &mut conn,
+                &code_row(&app, &user.user_id, "dryruncode0123456789abcdefghijklmnopqrstuv", unix_now() + 600),
+            )
+            .expect("code");
         }
         let status = json_of(&run(&["migrate", "status", "--json"]));
         let last = status["migrations"].as_array().and_then(|m| m.last()).cloned().expect("a migration");
@@ -495,7 +498,9 @@ async fn migrate_dry_run_on_a_database_one_migration_behind() {
             let count = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {name}")).get_result::<Count>(&mut conn);
             match count {
                 Ok(count) => assert_eq!(table["rows"], count.n, "{backend:?}: {table}"),
-                Err(_) => assert_eq!(table["rows"], Value::Null, "{backend:?}: a table that does not exist yet: {table}"),
+                Err(_) => {
+                    assert_eq!(table["rows"], Value::Null, "{backend:?}: a table that does not exist yet: {table}")
+                }
             }
             if name == "oauth_authorization_codes" {
                 assert_eq!(table["rows"], 1, "the code written above");
@@ -504,10 +509,19 @@ async fn migrate_dry_run_on_a_database_one_migration_behind() {
         drop(conn);
         let text_plan = run(&["migrate", "--dry-run"]);
         exits(&text_plan, 0, "text");
-        assert!(text(&text_plan).contains("nothing applied") && text(&text_plan).contains(last["name"].as_str().expect("name")), "{}", text(&text_plan));
+        assert!(
+            text(&text_plan).contains("nothing applied")
+                && text(&text_plan).contains(last["name"].as_str().expect("name")),
+            "{}",
+            text(&text_plan)
+        );
         // Nothing was applied.
         let after = json_of(&run(&["migrate", "status", "--json"]));
-        assert_eq!(after["migrations"].as_array().and_then(|m| m.last()).map(|m| m["applied"].clone()), Some(json!(false)), "{after}");
+        assert_eq!(
+            after["migrations"].as_array().and_then(|m| m.last()).map(|m| m["applied"].clone()),
+            Some(json!(false)),
+            "{after}"
+        );
         exits(&run(&["migrate", "status", "--dry-run"]), 2, "--dry-run with status");
         // Up to date: an empty plan.
         exits(&run(&["migrate"]), 0, "apply");

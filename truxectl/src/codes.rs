@@ -244,7 +244,9 @@ fn diagnose(conn: &mut AnyConnection, row: &AuthorizationCode, opts: &InspectOpt
         (None, Some(_)) => {
             problems.push("a code_verifier is given, but the authorization request used no PKCE".to_string());
         }
-        (Some(_), None) => requires.push("the code_verifier of the authorization request's code_challenge (S256)".into()),
+        (Some(_), None) => {
+            requires.push("the code_verifier of the authorization request's code_challenge (S256)".into())
+        }
         _ => {}
     }
     match &user {
@@ -303,15 +305,29 @@ fn print_report(report: &Report, global: &Global) -> anyhow::Result<()> {
     line("code", format!("{}… (SHA-256 prefix; the code itself is never shown)", report.code_hash_prefix));
     line("found", if report.found { "yes" } else { "no" }.to_string());
     if let Some(c) = &report.code {
-        let name = c.client_name.as_deref().map_or(String::new(), |n| format!(" ({n}, {})", c.client_status.as_deref().unwrap_or("-")));
+        let name = c
+            .client_name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n}, {})", c.client_status.as_deref().unwrap_or("-")));
         line("client", format!("{}{name}", c.client_id));
-        let email = c.user_email.as_deref().map_or(String::new(), |e| format!(" <{e}> ({})", c.user_status.as_deref().unwrap_or("-")));
+        let email = c
+            .user_email
+            .as_deref()
+            .map_or(String::new(), |e| format!(" <{e}> ({})", c.user_status.as_deref().unwrap_or("-")));
         line("user", format!("{}{email}", c.user_id));
-        let named = if c.redirect_uri_given { "named in the authorization request" } else { "the client's only one, not named" };
+        let named = if c.redirect_uri_given {
+            "named in the authorization request"
+        } else {
+            "the client's only one, not named"
+        };
         line("redirect_uri", format!("{:?} ({named})", c.redirect_uri));
         line("scope", c.scope.clone());
         line("created", format_time(c.created_at));
-        let when = if c.expired { format!("{} ago", age(now - c.expires_at)) } else { format!("in {}", age(c.expires_at - now)) };
+        let when = if c.expired {
+            format!("{} ago", age(now - c.expires_at))
+        } else {
+            format!("in {}", age(c.expires_at - now))
+        };
         line("expires", format!("{} ({when})", format_time(c.expires_at)));
         let used = match (c.used_at, &c.grant_id) {
             (None, _) => "no".to_string(),
@@ -388,7 +404,10 @@ fn list(opts: &ListOpts, global: &Global) -> anyhow::Result<()> {
                 "live"
             },
             used_at: row.consumed_at,
-            pkce_method: row.code_challenge.as_ref().map(|_| row.code_challenge_method.clone().unwrap_or("S256".into())),
+            pkce_method: row
+                .code_challenge
+                .as_ref()
+                .map(|_| row.code_challenge_method.clone().unwrap_or("S256".into())),
         })
         .collect();
     if global.json {

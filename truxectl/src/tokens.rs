@@ -7,7 +7,9 @@
 use anyhow::{Context as _, bail};
 use truxe_server::service::clients as client_service;
 use truxe_server::service::policy::Rules;
-use truxe_server::service::token::revoke::{self as revocation, AdminRevocation, AdminRevokeError, AdminTarget, Unchanged};
+use truxe_server::service::token::revoke::{
+    self as revocation, AdminRevocation, AdminRevokeError, AdminTarget, Unchanged,
+};
 use truxe_server::service::users as user_service;
 use truxe_server::shared;
 use truxe_server::store::{self, migrations, unix_now};
@@ -79,7 +81,9 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<()> {
         (Some(jti), _, _) => (format!("the token {jti}"), AdminTarget::Jti(jti)),
         (None, client, user) => {
             let who = match (client, user) {
-                (Some(c), Some(u)) => format!("user {} <{}> at client {} ({})", u.user_id, u.email, c.client_id, c.client_name),
+                (Some(c), Some(u)) => {
+                    format!("user {} <{}> at client {} ({})", u.user_id, u.email, c.client_id, c.client_name)
+                }
                 (Some(c), None) => format!("client {} ({})", c.client_id, c.client_name),
                 (None, Some(u)) => format!("user {} <{}>", u.user_id, u.email),
                 (None, None) => return Err(exit::usage("give --jti, --client or --user")),

@@ -192,7 +192,9 @@ pub fn revoke_grants_of(
     now: i64,
 ) -> Result<RevokedGrants, StoreError> {
     if matches!(conn, AnyConnection::Sqlite(_)) {
-        diesel::update(grants::table.filter(grants::grant_id.eq(""))).set(grants::revoked_at.eq(None::<i64>)).execute(conn)?;
+        diesel::update(grants::table.filter(grants::grant_id.eq("")))
+            .set(grants::revoked_at.eq(None::<i64>))
+            .execute(conn)?;
     }
     if holder == GrantHolder::default() {
         return Ok(RevokedGrants::default());

@@ -69,7 +69,9 @@ pub(super) fn output_redirect_check(client: &ClientView, check: &Check, global: 
             for difference in &check.differences {
                 println!("  - {difference}");
             }
-            println!("Redirect URIs are compared as exact strings: register the URI the application sends, or fix the application.");
+            println!(
+                "Redirect URIs are compared as exact strings: register the URI the application sends, or fix the application."
+            );
         }
     }
     Ok(())

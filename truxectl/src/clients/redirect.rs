@@ -136,9 +136,11 @@ pub fn differences(registered: &str, presented: &str) -> Vec<String> {
     if r.path != p.path {
         if r.path.trim_end_matches('/') == p.path.trim_end_matches('/') {
             if p.path.ends_with('/') {
-                found.push("trailing slash: the presented URI ends with \"/\", the registered one does not".to_string());
+                found
+                    .push("trailing slash: the presented URI ends with \"/\", the registered one does not".to_string());
             } else {
-                found.push("trailing slash: the registered URI ends with \"/\", the presented one does not".to_string());
+                found
+                    .push("trailing slash: the registered URI ends with \"/\", the presented one does not".to_string());
             }
         } else {
             part(&mut found, "path", r.path, p.path);
@@ -189,7 +191,11 @@ mod tests {
             ("https://App.example.com/callback", "https://app.example.com/callback", "host in other letter case"),
             ("http://app.example.com/callback", "https://app.example.com/callback", "scheme"),
             ("https://app.example.com:443/callback", "https://app.example.com/callback", "default port :443"),
-            ("https://app.example.com:8443/callback", "https://app.example.com/callback", "port: none registered, :8443"),
+            (
+                "https://app.example.com:8443/callback",
+                "https://app.example.com/callback",
+                "port: none registered, :8443",
+            ),
             ("https://app.example.com/Callback", "https://app.example.com/callback", "path in other letter case"),
             ("https://app.example.com/callback?x=1", "https://app.example.com/callback", "query: none registered, x=1"),
             ("https://app.example.com/callback ", "https://app.example.com/callback", "whitespace"),

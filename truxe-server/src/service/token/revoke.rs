@@ -8,12 +8,12 @@ use diesel::Connection;
 
 use super::issue::user_event;
 use super::{Context, PublicClients, TokenError, authenticated_client, is_plausible_opaque};
+use crate::model::Jti;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::ClientCredentials;
 use crate::service::authorize::token_hash;
 use crate::store::audit::{self, AuditAction, AuditEvent};
 use crate::store::grants as grant_store;
-use crate::model::Jti;
 use crate::store::tokens::{
     self as token_store, ACCESS_TOKEN, IssuedAccessToken, IssuedFilter, REFRESH_TOKEN, RevokedAccessToken,
 };
@@ -205,8 +205,11 @@ pub fn revoke_as_admin(
                     return Ok(AdminRevocation { unchanged: Some(Unchanged::AlreadyRevoked), ..Default::default() });
                 };
                 let holder = grant_store::GrantHolder { client_id: None, user_id: None, grant_id: Some(grant_id) };
-                let filter =
-                    IssuedFilter { jti: None, client_id: Some(&refresh.client_id), user_id: refresh.user_id.as_deref() };
+                let filter = IssuedFilter {
+                    jti: None,
+                    client_id: Some(&refresh.client_id),
+                    user_id: refresh.user_id.as_deref(),
+                };
                 let revoked = revoke_holder(conn, holder, filter, (actor, jti), since, now)?;
                 if revoked.grants == 0 {
                     return Ok(AdminRevocation { unchanged: Some(Unchanged::AlreadyRevoked), ..revoked });
