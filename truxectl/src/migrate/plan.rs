@@ -31,6 +31,9 @@ struct TableNow {
     operations: Vec<&'static str>,
     /// Rows in the table now; `null` when it does not exist (yet).
     rows: Option<i64>,
+    /// A table that does not exist now but that an earlier migration of this plan creates.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    created_earlier_in_plan: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,13 +47,18 @@ struct Pending {
 
 pub fn print(conn: &mut AnyConnection, target: &str, global: &Global) -> anyhow::Result<()> {
     let mut plan = Vec::new();
+    let mut created = std::collections::HashSet::new();
     for migration in migrations::pending(conn)? {
         let sql = migrations::up_sql(conn, &migration.version).unwrap_or_default();
         let (touched, other_statements) = touched_tables(sql);
         let mut tables = Vec::new();
         for Touched { table, operations } in touched {
             let rows = row_count(conn, &table)?;
-            tables.push(TableNow { table, operations, rows });
+            let created_earlier_in_plan = rows.is_none() && created.contains(&table);
+            if operations.contains(&"create") {
+                created.insert(table.clone());
+            }
+            tables.push(TableNow { table, operations, rows, created_earlier_in_plan });
         }
         plan.push(Pending { version: migration.version, name: migration.name, tables, other_statements });
     }
@@ -66,9 +74,13 @@ pub fn print(conn: &mut AnyConnection, target: &str, global: &Global) -> anyhow:
     println!("{target}: {} pending migration(s) (dry run: nothing applied)", plan.len());
     for migration in &plan {
         println!();
-        println!("{} {}", migration.version, migration.name);
+        println!("{}", migration.name);
         for table in &migration.tables {
-            let rows = table.rows.map_or_else(|| "does not exist yet".to_string(), |n| format!("{n} rows"));
+            let rows = match table.rows {
+                Some(n) => format!("{n} rows"),
+                None if table.created_earlier_in_plan => "created by an earlier migration above".to_string(),
+                None => "does not exist yet".to_string(),
+            };
             println!("  {:<32} {:<24} {rows}", table.table, table.operations.join(","));
         }
         if migration.other_statements > 0 {

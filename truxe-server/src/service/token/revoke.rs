@@ -190,6 +190,8 @@ pub fn revoke_as_admin(
 ) -> Result<AdminRevocation, AdminRevokeError> {
     let since = now.saturating_sub(access_token_ttl.max(MIN_ISSUED_LOOKBACK_SECS));
     match target {
+        // Naming no one is never "everyone".
+        AdminTarget::Holder { client_id: None, user_id: None } => Ok(AdminRevocation::default()),
         AdminTarget::Holder { client_id, user_id } => {
             let holder = grant_store::GrantHolder { client_id, user_id, grant_id: None };
             let filter = IssuedFilter { jti: None, client_id, user_id };
