@@ -37,5 +37,6 @@ mod startup_errors;
 mod tls;
 mod token_rules;
 mod tokens;
+mod troubleshooting;
 mod userinfo;
 mod users;

@@ -210,7 +210,13 @@ impl Application {
             clients,
             readiness: Default::default(),
         });
-        tokio::spawn(housekeeping(state.pool.clone()));
+        tokio::spawn(housekeeping(
+            state.pool.clone(),
+            store::housekeeping::Retention {
+                refresh_family_ttl: state.rules.refresh_family_ttl,
+                access_token_ttl: state.rules.access_token_ttl,
+            },
+        ));
         tokio::spawn(crate::keyring::follow(keys.clone(), state.pool.clone()));
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
@@ -311,20 +317,23 @@ async fn warn_about_other_instances(pool: &store::Pool) {
     }
 }
 
-/// Hourly: [`store::housekeeping::purge`] (magic links and authorization codes a day after they
-/// expired, sessions 30 days after they ended).
-async fn housekeeping(pool: store::Pool) {
+/// Hourly: [`store::housekeeping::purge`] (magic links, authorization codes and revoked access
+/// tokens a day after they expired, sessions 30 days after they ended, grants with their refresh
+/// tokens a day after their family ended).
+async fn housekeeping(pool: store::Pool, retention: store::housekeeping::Retention) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
     loop {
         interval.tick().await;
         let now = store::unix_now();
-        match store::run(&pool, move |conn| store::housekeeping::purge(conn, now)).await {
+        match store::run(&pool, move |conn| store::housekeeping::purge(conn, now, &retention)).await {
             Ok(purged) if purged.is_empty() => {}
             Ok(purged) => tracing::info!(
                 links = purged.magic_links,
                 sessions = purged.sessions,
                 codes = purged.authorization_codes,
-                "removed expired magic links, sessions and authorization codes"
+                access_tokens = purged.access_tokens,
+                grants = purged.grants,
+                "removed expired magic links, sessions, authorization codes, revoked access tokens and ended grants"
             ),
             Err(error) => tracing::warn!(%error, "housekeeping failed; retrying in an hour"),
         }

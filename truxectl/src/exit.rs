@@ -33,6 +33,16 @@ impl ExitError {
     }
 }
 
+/// A usage error (exit 2): a value the command cannot work with, found after clap parsed it.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ExitError { code: ExitError::USAGE, message: message.into() })
+}
+
+/// What the command checks failed (exit 1), e.g. a code the token endpoint would refuse.
+pub fn check_failed(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ExitError { code: 1, message: message.into() })
+}
+
 impl std::fmt::Display for ExitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -67,6 +77,13 @@ mod tests {
         assert_eq!(code_for(&error), ExitCode::from(78));
         let wrapped: anyhow::Result<()> = Err(ConfigErrors(vec!["x".into()])).context("reading");
         assert_eq!(code_for(&wrapped.expect_err("error")), ExitCode::from(78));
+    }
+
+    #[test]
+    fn statuses_survive_context() {
+        assert_eq!(code_for(&usage("bad")), ExitCode::from(2));
+        assert_eq!(code_for(&check_failed("no").context("while checking")), ExitCode::FAILURE);
+        assert_eq!(code_for(&ExitError::config("bad file").context("reading")), ExitCode::from(78));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
 mod clients;
+mod codes;
 mod completions;
 mod db;
 mod doctor;
@@ -9,6 +10,7 @@ mod keys;
 mod man;
 mod migrate;
 mod secrets;
+mod tokens;
 mod users;
 
 use std::path::PathBuf;
@@ -51,6 +53,10 @@ pub struct Global {
 enum Command {
     /// Apply, list or revert database migrations (default: apply everything pending)
     Migrate {
+        /// Print the plan (pending migrations, the tables each touches, their row counts) and
+        /// change nothing
+        #[arg(long)]
+        dry_run: bool,
         #[command(subcommand)]
         command: Option<migrate::Command>,
     },
@@ -80,6 +86,16 @@ enum Command {
     Completions(completions::Opts),
     /// Print the manual page truxectl(1), or write one page per command with --out DIR
     Man(man::Opts),
+    /// Authorization codes: inspect one (everything behind an invalid_grant), list recent ones
+    Codes {
+        #[command(subcommand)]
+        command: codes::Command,
+    },
+    /// Access and refresh tokens: revoke by jti, client or user
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::Command,
+    },
 }
 
 /// The whole command-line definition, for the generated completions and manual pages.
@@ -92,7 +108,7 @@ pub use exit::ExitError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Migrate { command } => migrate::run(command.unwrap_or_default(), &cli.global),
+        Command::Migrate { dry_run, command } => migrate::run(command.unwrap_or_default(), dry_run, &cli.global),
         Command::Keys { command } => keys::run(command, &cli.global),
         Command::Secrets { command } => secrets::run(command, &cli.global),
         Command::Clients { command } => clients::run(command, &cli.global),
@@ -100,6 +116,8 @@ fn main() -> ExitCode {
         Command::Doctor(opts) => return doctor::run(opts, &cli.global),
         Command::Completions(opts) => completions::run(&opts, cli_command()),
         Command::Man(opts) => man::run(&opts, &cli.global, cli_command()),
+        Command::Codes { command } => codes::run(command, &cli.global),
+        Command::Tokens { command } => tokens::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,5 @@
-//! `truxectl migrate [apply|status|revert]`.
+//! `truxectl migrate [apply|status|revert]`, and `truxectl migrate --dry-run`: the plan before
+//! an upgrade (pending migrations, the tables each touches, their row counts), changing nothing.
 
 use std::io::IsTerminal;
 
@@ -7,6 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use truxe_server::store::migrations;
 
 use crate::{Global, db};
+
+mod plan;
 
 #[derive(clap::Subcommand, Debug, Default, Clone, Copy)]
 pub enum Command {
@@ -19,9 +22,15 @@ pub enum Command {
     Revert,
 }
 
-pub fn run(command: Command, global: &Global) -> anyhow::Result<()> {
+pub fn run(command: Command, dry_run: bool, global: &Global) -> anyhow::Result<()> {
+    if dry_run && !matches!(command, Command::Apply) {
+        return Err(crate::exit::usage("--dry-run goes with `truxectl migrate` (apply) only"));
+    }
     let (database, mut conn) = db::connect(global)?;
     let target = database.url.redacted();
+    if dry_run {
+        return plan::print(&mut conn, &target, global);
+    }
     match command {
         Command::Apply => db::with_migration_lock(&mut conn, |conn| {
             let pending = migrations::pending(conn)?;

@@ -160,7 +160,7 @@ impl SharedRedis {
     // always asks the database.
 
     fn revoked_key(&self, jti: &str) -> String {
-        self.key(&format!("oauth:revoked:{jti}"))
+        revoked_key(&self.config, jti)
     }
 
     /// Marks `jti` revoked for the `remaining` seconds of the token's life (nothing when it has
@@ -181,4 +181,30 @@ impl SharedRedis {
         let (exists,): (bool,) = self.query_blocking(pipe)?;
         exists.then_some(true)
     }
+}
+
+/// The key of the revoked-`jti` mark (`oauth:revoked:{jti}` under the configured prefix).
+pub fn revoked_key(config: &RedisConfig, jti: &str) -> String {
+    config.key(&format!("oauth:revoked:{jti}"))
+}
+
+/// [`SharedRedis::mark_revoked`] for a process that has no [`SharedRedis`] (`truxectl tokens
+/// revoke`): one connection, one pipeline, at most 2 s per step. `marks` are `(jti, seconds the
+/// token has left)`; tokens with none left need no mark. Nothing to do is `Ok` without
+/// connecting. The database row is the revocation: a mark only lets a server answer sooner.
+pub fn mark_revoked_once(config: &RedisConfig, marks: &[(String, i64)]) -> Result<(), String> {
+    let live: Vec<&(String, i64)> = marks.iter().filter(|(_, remaining)| *remaining > 0).collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    let client = crate::store::redis::client(config).map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(2);
+    let mut conn = client.get_connection_with_timeout(timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    conn.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut pipe = redis::pipe();
+    for (jti, remaining) in live {
+        pipe.cmd("SET").arg(revoked_key(config, jti)).arg(1).arg("EX").arg(*remaining).ignore();
+    }
+    pipe.query::<()>(&mut conn).map_err(|e| e.to_string())
 }

@@ -6,6 +6,7 @@ mod api;
 mod database;
 mod output;
 mod prompt;
+pub mod redirect;
 #[cfg(test)]
 mod tests;
 
@@ -25,8 +26,9 @@ pub enum Command {
     Create(Box<CreateOpts>),
     /// List clients, 50 per page (--after for the next page)
     List(ListOpts),
-    /// Show one client
-    Show(IdOpts),
+    /// Show one client; --redirect-uri checks a redirect URI against its registered ones
+    /// (exit 1 when it does not match)
+    Show(ShowOpts),
     /// Change the fields given; lists (--redirect-uri, --scope …) are replaced as a whole
     Update(Box<UpdateOpts>),
     /// Give a confidential client a new secret (asks first; --yes to skip)
@@ -244,6 +246,18 @@ pub struct IdOpts {
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
+pub struct ShowOpts {
+    #[command(flatten)]
+    pub target: Target,
+    pub client_id: String,
+    /// Check this redirect URI as the authorization endpoint would (the `redirect_uri_mismatch`
+    /// tool): does it match a registered one exactly, and if not, which is closest and how it
+    /// differs (trailing slash, scheme, host, port, case, query)
+    #[arg(long, value_name = "URI")]
+    pub redirect_uri: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct RotateOpts {
     #[command(flatten)]
     pub target: Target,
@@ -299,7 +313,20 @@ pub fn run(command: Command, global: &Global) -> anyhow::Result<()> {
         }
         Command::Show(opts) => {
             let client = open(&opts.target, global)?.get(&opts.client_id)?;
-            output_client(&client, global)
+            let Some(presented) = &opts.redirect_uri else {
+                return output_client(&client, global);
+            };
+            let check = redirect::check(&client.redirect_uris, presented);
+            output::output_redirect_check(&client, &check, global)?;
+            if check.matches {
+                Ok(())
+            } else {
+                Err(crate::exit::check_failed(format!(
+                    "redirect_uri {presented:?} is not registered for {}: the authorization endpoint refuses it \
+                     (redirect_uri_mismatch)",
+                    client.client_id
+                )))
+            }
         }
         Command::Update(opts) => {
             let patch = opts.patch();

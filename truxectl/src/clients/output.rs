@@ -2,6 +2,8 @@
 
 use truxe_server::service::clients::{ClientView, Page, WithSecret};
 
+use super::redirect::Check;
+
 use crate::Global;
 
 pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -39,6 +41,51 @@ pub(super) fn output_with_secret(result: &WithSecret, global: &Global, verb: &st
     Ok(())
 }
 
+/// `clients show --redirect-uri`: the client, then the verdict on the presented URI. JSON: the
+/// client's fields plus `redirect_uri_check`.
+pub(super) fn output_redirect_check(client: &ClientView, check: &Check, global: &Global) -> anyhow::Result<()> {
+    if global.json {
+        let mut value = serde_json::to_value(client)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("redirect_uri_check".to_string(), serde_json::to_value(check)?);
+        }
+        return print_json(&value);
+    }
+    print_client(client);
+    println!();
+    match (&check.matched, &check.closest) {
+        (Some(matched), _) if matched == &check.redirect_uri => {
+            println!("redirect_uri {:?} matches the registered {matched:?} exactly", check.redirect_uri);
+        }
+        (Some(matched), _) => println!(
+            "redirect_uri {:?} matches the registered {matched:?} (a loopback IP redirect URI matches on any port)",
+            check.redirect_uri
+        ),
+        (None, closest) => {
+            println!("redirect_uri {:?} does NOT match any registered redirect URI", check.redirect_uri);
+            if let Some(closest) = closest {
+                println!("closest registered: {closest:?}");
+            }
+            for difference in &check.differences {
+                println!("  - {difference}");
+            }
+            println!(
+                "Redirect URIs are compared as exact strings: register the URI the application sends, or fix the application."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Each URI on a line of its own, quoted, so that a trailing slash or stray whitespace shows.
+fn uri_lines(uris: &[String]) -> String {
+    if uris.is_empty() {
+        return "-".to_string();
+    }
+    let indent = format!("\n{:<28}", "");
+    uris.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(&indent)
+}
+
 fn print_client(c: &ClientView) {
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(" ") };
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
@@ -50,8 +97,8 @@ fn print_client(c: &ClientView) {
         ("token_endpoint_auth_method", c.token_endpoint_auth_method.clone()),
         ("grant_types", list(&c.grant_types)),
         ("allowed_scopes", list(&c.allowed_scopes)),
-        ("redirect_uris", list(&c.redirect_uris)),
-        ("post_logout_redirect_uris", list(&c.post_logout_redirect_uris)),
+        ("redirect_uris", uri_lines(&c.redirect_uris)),
+        ("post_logout_redirect_uris", uri_lines(&c.post_logout_redirect_uris)),
         ("require_pkce", c.require_pkce.to_string()),
         ("require_consent", c.require_consent.to_string()),
         ("trusted", c.trusted.to_string()),
