@@ -1,5 +1,6 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
+mod backup;
 mod clients;
 mod db;
 mod keys;
@@ -65,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: users::Command,
     },
+    /// Backups: create, list, prune, verify, restore
+    Backup {
+        #[command(subcommand)]
+        command: backup::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,13 +81,19 @@ fn main() -> ExitCode {
         Command::Secrets { command } => secrets::run(command, &cli.global),
         Command::Clients { command } => clients::run(command, &cli.global),
         Command::Users { command } => users::run(command, &cli.global),
+        Command::Backup { command } => backup::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the whole context chain on one line, without a backtrace.
             eprintln!("truxectl: error: {error:#}");
-            ExitCode::FAILURE
+            // SPEC: 78 (EX_CONFIG) on a configuration error, 1 otherwise.
+            if error.chain().any(|cause| cause.is::<truxe_server::config::ConfigErrors>()) {
+                ExitCode::from(truxe_server::startup::EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
