@@ -77,7 +77,7 @@ pub struct Verification {
     pub backend: Option<String>,
     pub created_at: Option<String>,
     /// Rows per table found after the restore (in the backup's table order).
-    pub tables: Vec<(String, u64)>,
+    pub tables: Vec<TableRows>,
     pub verified_by: String,
 }
 
@@ -125,6 +125,12 @@ pub fn write_verification(file: &Path, record: &Verification) -> anyhow::Result<
     temp.as_file().sync_all()?;
     temp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TableRows {
+    pub name: String,
+    pub rows: u64,
 }
 
 /// One backup file in a directory.

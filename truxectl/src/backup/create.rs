@@ -290,7 +290,7 @@ fn dump(
         if dumped != *counted {
             bail!("table {}: {counted} rows counted but {dumped} read in the same snapshot", table.name);
         }
-        progress.line(&format!("backup {}: {dumped} rows", table.name));
+        progress.table_rows(&table.name, dumped);
     }
     progress.finish();
     Ok(applied)

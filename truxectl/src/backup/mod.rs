@@ -133,22 +133,23 @@ pub fn human_bytes(bytes: u64) -> String {
 pub struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
+    what: String,
 }
 
 impl Progress {
     pub fn new(global: &Global, total_rows: u64, what: &str) -> Self {
         if global.json {
-            return Progress { bar: None, lines: false };
+            return Progress { bar: None, lines: false, what: what.to_string() };
         }
         if !std::io::stderr().is_terminal() {
-            return Progress { bar: None, lines: true };
+            return Progress { bar: None, lines: true, what: what.to_string() };
         }
         let bar = ProgressBar::new(total_rows);
         if let Ok(style) = ProgressStyle::with_template("{prefix:>9} {msg:<28} {bar:30} {pos}/{len} rows {elapsed}") {
             bar.set_style(style);
         }
         bar.set_prefix(what.to_string());
-        Progress { bar: Some(bar), lines: false }
+        Progress { bar: Some(bar), lines: false, what: what.to_string() }
     }
 
     pub fn table(&self, name: &str) {
@@ -163,10 +164,10 @@ impl Progress {
         }
     }
 
-    /// A plain line (not on a terminal): `what table: N rows`.
-    pub fn line(&self, text: &str) {
+    /// A plain line (not on a terminal): `backup users: 12 rows`.
+    pub fn table_rows(&self, table: &str, rows: u64) {
         if self.lines {
-            eprintln!("{text}");
+            eprintln!("{} {table}: {rows} rows", self.what);
         }
     }
 

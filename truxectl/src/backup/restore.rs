@@ -195,7 +195,7 @@ pub fn load(conn: &mut AnyConnection, path: &Path, header: &Header, mode: &Mode,
             if current != batch.table.name {
                 current = batch.table.name.clone();
                 progress.table(&current);
-                progress.line(&format!("restore {}: {} rows", current, batch.table.rows));
+                progress.table_rows(&current, batch.table.rows);
             }
             let inserted = diesel::sql_query(&inserts[index]).bind::<Text, _>(batch.json).execute(conn)
                 .with_context(|| format!("loading table {}", batch.table.name))?;

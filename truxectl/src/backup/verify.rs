@@ -24,7 +24,7 @@ pub fn run(file: &Path, global: &Global) -> anyhow::Result<()> {
     if global.json {
         println!("{}", serde_json::to_string(&record)?);
     } else if record.ok {
-        let rows: u64 = record.tables.iter().map(|(_, n)| n).sum();
+        let rows: u64 = record.tables.iter().map(|t| t.rows).sum();
         println!(
             "{}: ok: restored into a scratch {} database: schema {}, {rows} rows in {} tables, as its header says",
             file.display(),
@@ -90,6 +90,7 @@ pub fn verify(file: &Path, global: &Global, database: Option<&DatabaseConfig>) -
         }
         Err(error) => (false, Some(format!("{error:#}")), Vec::new()),
     };
+    let tables = tables.into_iter().map(|(name, rows)| catalog::TableRows { name, rows }).collect();
     let record = Verification {
         file: file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         file_bytes: meta.len(),
