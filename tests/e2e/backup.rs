@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::on_both_backends;
 use crate::support::flow::{Agent, create_user, flow_server, sign_in_tokens, web_app};
 use crate::support::oauth::{machine_client, revoke, token_for};
-use crate::support::process::{text, truxectl};
-use crate::support::{Backend, TestDb, TestServer};
+use crate::support::process::{ServerProcess, text, truxectl};
+use crate::support::{Backend, TestDb, TestServer, free_port, test_key_pem};
 
 fn json(output: &Output) -> Value {
     assert!(output.status.success(), "truxectl failed:\n{}", text(output));
@@ -298,8 +298,15 @@ on_both_backends! {
         let (file, created) = create(&cwd, &source.url, out.path());
         let file = file.to_str().expect("utf8").to_string();
 
-        let mut running = TestServer::start(backend).await;
-        let url = running.db.url.clone();
+        // A truxe-server process on the target.
+        let db = target(backend);
+        if backend == Backend::Postgres {
+            db.migrate();
+        }
+        let url = db.url.clone();
+        let key = test_key_pem();
+        let env = [("DATABASE_URL", url.as_str()), ("JWT_PRIVATE_KEY", key.as_str()), ("LOG_LEVEL", "warn")];
+        let running = ServerProcess::start(db.dir.path(), &env, free_port()).await;
         let before = contents(&cwd, &url);
         let refused = backup(&cwd, &url, &["restore", &file, "--yes"]);
         assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
@@ -308,7 +315,11 @@ on_both_backends! {
 
         let forced = json(&backup(&cwd, &url, &["restore", &file, "--yes", "--force", "--json"]));
         assert_eq!(counts(&forced), counts(&created));
-        running.stop().await;
+        let (status, _) = running.terminate();
+        assert!(status.success());
+        if backend == Backend::Postgres {
+            wait_until_no_server_connections(&url);
+        }
         // Stopped: no --force needed.
         json(&backup(&cwd, &url, &["restore", &file, "--yes", "--json"]));
     }
@@ -337,6 +348,31 @@ on_both_backends! {
         let clients = json(&truxectl(&cwd, &[], &["clients", "list", "--json", "--database-url", &db.url]));
         let names: Vec<&str> = clients["clients"].as_array().expect("clients").iter().filter_map(|c| c["client_name"].as_str()).collect();
         assert_eq!(names, ["Old"], "{clients}");
+    }
+}
+
+/// PostgreSQL ends a connection's backend a moment after its client exited: wait (woken by
+/// polling, bounded) until no `truxe-server/…` connection is left on the database.
+fn wait_until_no_server_connections(url: &str) {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(url).expect("connect");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let count: Count = diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'truxe-server/%'",
+        )
+        .get_result(&mut conn)
+        .expect("count");
+        if count.n == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stopped server's connections did not go away");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
