@@ -398,11 +398,13 @@ fn list_and_prune_follow_the_guides_rotation() {
     for name in old {
         std::fs::copy(&file, out.path().join(name)).expect("copy");
     }
-    std::fs::copy(format!("{}.verified.json", file.display()), out.path().join(format!("{}.verified.json", old[0]))).expect("copy");
+    std::fs::copy(format!("{}.verified.json", file.display()), out.path().join(format!("{}.verified.json", old[0])))
+        .expect("copy");
     std::fs::write(out.path().join("notes.txt"), "not a backup").expect("write");
 
     let listed = json(&truxectl(cwd, &[], &["backup", "list", "--dir", dir, "--json"]));
-    let names: Vec<&str> = listed["backups"].as_array().expect("list").iter().filter_map(|b| b["name"].as_str()).collect();
+    let names: Vec<&str> =
+        listed["backups"].as_array().expect("list").iter().filter_map(|b| b["name"].as_str()).collect();
     assert_eq!(names, [today.as_str(), old[1], old[0]], "newest first, only backups: {listed}");
     let shown = truxectl(cwd, &[], &["backup", "list", "--dir", dir]);
     assert!(text(&shown).contains(&today) && text(&shown).contains("ok "), "{}", text(&shown));
@@ -412,8 +414,10 @@ fn list_and_prune_follow_the_guides_rotation() {
     assert!(out.path().join(old[0]).exists(), "a dry run deletes nothing");
     let pruned = json(&truxectl(cwd, &[], &["backup", "prune", "--keep-days", "30", "--dir", dir, "--json"]));
     assert_eq!(pruned["kept"].as_array().map(Vec::len), Some(1), "{pruned}");
-    let mut left: Vec<String> =
-        std::fs::read_dir(out.path()).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let mut left: Vec<String> = std::fs::read_dir(out.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     left.sort();
     let mut expected = vec![today.clone(), format!("{today}.verified.json"), "notes.txt".to_string()];
     expected.sort();
@@ -426,10 +430,18 @@ fn list_and_prune_follow_the_guides_rotation() {
 #[test]
 fn a_configuration_error_exits_78() {
     let cwd = tempfile::tempdir().expect("dir");
-    let output = truxectl(cwd.path(), &[("DATABASE_POOL_MAX", "many")], &["backup", "create", "--out", cwd.path().to_str().expect("utf8")]);
+    let output = truxectl(
+        cwd.path(),
+        &[("DATABASE_POOL_MAX", "many")],
+        &["backup", "create", "--out", cwd.path().to_str().expect("utf8")],
+    );
     assert_eq!(output.status.code(), Some(78), "{}", text(&output));
     assert!(text(&output).contains("DATABASE_POOL_MAX"), "{}", text(&output));
-    let missing = truxectl(cwd.path(), &[], &["backup", "create", "--database-url", &format!("sqlite://{}/none.db", cwd.path().display())]);
+    let missing = truxectl(
+        cwd.path(),
+        &[],
+        &["backup", "create", "--database-url", &format!("sqlite://{}/none.db", cwd.path().display())],
+    );
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     assert!(text(&missing).contains("nothing to back up"), "{}", text(&missing));
 }

@@ -283,10 +283,14 @@ mod tests {
         assert!(dir.path().join("truxe_20261103_020000.jsonl.gz").exists(), "a dry run deletes nothing");
         let pruned = prune(dir.path(), 30, now, false).expect("prune");
         assert_eq!(pruned.kept.len(), 2, "{pruned:?}");
-        let left: std::collections::BTreeSet<String> =
-            std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
         let expected: std::collections::BTreeSet<String> =
-            ["truxe_20261203_020000.jsonl.gz", "truxe_20261105_020000.jsonl.gz", "unrelated.gz"].map(String::from).into();
+            ["truxe_20261203_020000.jsonl.gz", "truxe_20261105_020000.jsonl.gz", "unrelated.gz"]
+                .map(String::from)
+                .into();
         assert_eq!(left, expected);
 
         // All old: the newest stays.

@@ -89,17 +89,18 @@ pub fn run(opts: &Opts, global: &Global) -> anyhow::Result<()> {
         );
         if let Some(v) = &verification {
             if v.ok {
-                eprintln!("verified: it restores into a scratch {} database with the same row counts", v.scratch.as_deref().unwrap_or("?"));
+                eprintln!(
+                    "verified: it restores into a scratch {} database with the same row counts",
+                    v.scratch.as_deref().unwrap_or("?")
+                );
             }
         }
         println!("{}", path.display());
     }
     match verification {
-        Some(v) if !v.ok => bail!(
-            "{}: the backup was written but does not verify: {}",
-            path.display(),
-            v.error.unwrap_or_default()
-        ),
+        Some(v) if !v.ok => {
+            bail!("{}: the backup was written but does not verify: {}", path.display(), v.error.unwrap_or_default())
+        }
         _ => Ok(()),
     }
 }
@@ -254,8 +255,8 @@ fn dump(
         writer.begin_table(&table.name, table.portable_columns())?;
         let select = schema::select_rows_sql(backend, &table.name, &table.columns);
         let mut write = |text: &str| -> anyhow::Result<()> {
-            let values: Vec<serde_json::Value> =
-                serde_json::from_str(text).with_context(|| format!("table {}: a row the database gave as JSON", table.name))?;
+            let values: Vec<serde_json::Value> = serde_json::from_str(text)
+                .with_context(|| format!("table {}: a row the database gave as JSON", table.name))?;
             writer.row(&values)?;
             Ok(())
         };
@@ -263,7 +264,8 @@ fn dump(
             Backend::Postgres => {
                 conn.batch_execute(&format!("DECLARE truxe_backup NO SCROLL CURSOR FOR {select}"))?;
                 loop {
-                    let rows: Vec<RowText> = diesel::sql_query(format!("FETCH FORWARD {FETCH_ROWS} FROM truxe_backup")).load(conn)?;
+                    let rows: Vec<RowText> =
+                        diesel::sql_query(format!("FETCH FORWARD {FETCH_ROWS} FROM truxe_backup")).load(conn)?;
                     if rows.is_empty() {
                         break;
                     }

@@ -31,6 +31,8 @@ pub const FORMAT: &str = "truxe-backup";
 pub const FORMAT_VERSION: u32 = 1;
 /// Longer lines are not ours: a foreign file must not make the reader buffer gigabytes.
 const MAX_LINE_BYTES: u64 = 64 << 20;
+/// A header names a few dozen tables and columns: kilobytes.
+const MAX_HEADER_BYTES: u64 = 4 << 20;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Header {
@@ -132,14 +134,20 @@ fn open(path: &Path) -> Result<BufReader<MultiGzDecoder<BufReader<File>>>, Forma
 
 /// Reads one line (without its `\n`) into `line`; `false` at the end of the stream.
 fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, at: &str) -> Result<bool, FormatError> {
+    read_line_at_most(reader, line, at, MAX_LINE_BYTES)
+}
+
+fn read_line_at_most(reader: &mut impl BufRead, line: &mut Vec<u8>, at: &str, max: u64) -> Result<bool, FormatError> {
     line.clear();
-    let n = reader.by_ref().take(MAX_LINE_BYTES).read_until(b'\n', line).map_err(|e| gzip_error(e, at))?;
+    let n = reader.by_ref().take(max).read_until(b'\n', line).map_err(|e| gzip_error(e, at))?;
     if n == 0 {
         return Ok(false);
     }
     if line.last() != Some(&b'\n') {
-        return Err(if n as u64 >= MAX_LINE_BYTES {
-            FormatError::Corrupt(format!("{at}: a line longer than {MAX_LINE_BYTES} bytes"))
+        return Err(if n as u64 >= max && max == MAX_HEADER_BYTES {
+            FormatError::Foreign(format!("{at}: a line longer than {max} bytes"))
+        } else if n as u64 >= max {
+            FormatError::Corrupt(format!("{at}: a line longer than {max} bytes"))
         } else {
             FormatError::Truncated(format!("{at}: the last line is cut off"))
         });
@@ -171,7 +179,7 @@ fn parse_header(line: &[u8]) -> Result<Header, FormatError> {
 pub fn read_header(path: &Path) -> Result<Header, FormatError> {
     let mut reader = open(path)?;
     let mut line = Vec::new();
-    if !read_line(&mut reader, &mut line, "the header")? {
+    if !read_line_at_most(&mut reader, &mut line, "the header", MAX_HEADER_BYTES)? {
         return Err(FormatError::Truncated("no header".into()));
     }
     parse_header(&line)
@@ -197,7 +205,7 @@ pub fn read<E>(
 ) -> Result<Header, ReadError<E>> {
     let mut reader = open(path)?;
     let mut line = Vec::new();
-    if !read_line(&mut reader, &mut line, "the header")? {
+    if !read_line_at_most(&mut reader, &mut line, "the header", MAX_HEADER_BYTES)? {
         return Err(FormatError::Truncated("no header".into()).into());
     }
     let header = parse_header(&line)?;
@@ -208,16 +216,17 @@ pub fn read<E>(
     let mut batch = String::new();
     let mut batched = 0usize;
 
-    let flush = |table: &Table, batch: &mut String, batched: &mut usize, sink: &mut dyn FnMut(Batch<'_>) -> Result<(), E>| {
-        if *batched == 0 {
-            return Ok(());
-        }
-        batch.push(']');
-        let result = sink(Batch { table, json: batch, rows: *batched });
-        batch.clear();
-        *batched = 0;
-        result.map_err(ReadError::Sink)
-    };
+    let flush =
+        |table: &Table, batch: &mut String, batched: &mut usize, sink: &mut dyn FnMut(Batch<'_>) -> Result<(), E>| {
+            if *batched == 0 {
+                return Ok(());
+            }
+            batch.push(']');
+            let result = sink(Batch { table, json: batch, rows: *batched });
+            batch.clear();
+            *batched = 0;
+            result.map_err(ReadError::Sink)
+        };
     let close_table = |index: usize, rows: u64| -> Result<(), FormatError> {
         let expected = header.tables[index].rows;
         if rows != expected {

@@ -73,8 +73,16 @@ fn list(dir: Option<PathBuf>, global: &Global) -> anyhow::Result<()> {
     println!("{:<36} {:<21} {:<11} {:>10} {:>10}  VERIFIED", "FILE", "CREATED (UTC)", "BACKEND", "ROWS", "SIZE");
     for entry in &entries {
         let (created, backend, rows) = match &entry.header {
-            Ok(h) => (h.created_at.replace('T', " ").trim_end_matches('Z').to_string(), h.backend.clone(), h.total_rows().to_string()),
-            Err(_) => (catalog::rfc3339(entry.named_at).replace('T', " ").trim_end_matches('Z').to_string(), "?".into(), "?".into()),
+            Ok(h) => (
+                h.created_at.replace('T', " ").trim_end_matches('Z').to_string(),
+                h.backend.clone(),
+                h.total_rows().to_string(),
+            ),
+            Err(_) => (
+                catalog::rfc3339(entry.named_at).replace('T', " ").trim_end_matches('Z').to_string(),
+                "?".into(),
+                "?".into(),
+            ),
         };
         let verified = match (&entry.header, &entry.verification) {
             (Err(error), _) => format!("unreadable: {error}"),
@@ -83,7 +91,14 @@ fn list(dir: Option<PathBuf>, global: &Global) -> anyhow::Result<()> {
             (Ok(_), Some(v)) => format!("FAILED {}: {}", v.verified_at, v.error.clone().unwrap_or_default()),
             (Ok(_), None) => "no".to_string(),
         };
-        println!("{:<36} {:<21} {:<11} {:>10} {:>10}  {verified}", entry.name, created, backend, rows, human_bytes(entry.bytes));
+        println!(
+            "{:<36} {:<21} {:<11} {:>10} {:>10}  {verified}",
+            entry.name,
+            created,
+            backend,
+            rows,
+            human_bytes(entry.bytes)
+        );
     }
     Ok(())
 }

@@ -52,10 +52,11 @@ pub enum Refused {
 }
 
 /// Reads `path` completely and checks it against this build's schema, touching no database.
-pub fn check_file(path: &Path, progress: &Progress) -> anyhow::Result<Header> {
+pub fn check_file(path: &Path, global: &Global) -> anyhow::Result<Header> {
     // The header first: a newer schema is refused before the payload is read.
     let header = format::read_header(path).with_context(|| path.display().to_string())?;
     let expected = check_schema(&header).with_context(|| path.display().to_string())?;
+    let progress = Progress::new(global, header.total_rows(), "check");
     let header = format::read(path, BATCH_ROWS, |batch| {
         progress.table(&batch.table.name);
         progress.rows(batch.rows as u64);
@@ -66,6 +67,7 @@ pub fn check_file(path: &Path, progress: &Progress) -> anyhow::Result<Header> {
         ReadError::Sink(never) => match never {},
     })
     .with_context(|| path.display().to_string())?;
+    progress.finish();
     check_tables(&header, &expected).with_context(|| path.display().to_string())?;
     Ok(header)
 }
@@ -151,7 +153,13 @@ impl Loaded {
 struct RolledBack(Loaded);
 
 /// Loads the (already checked) backup at `path` into `conn` in one transaction.
-pub fn load(conn: &mut AnyConnection, path: &Path, header: &Header, mode: &Mode, progress: &Progress) -> anyhow::Result<Loaded> {
+pub fn load(
+    conn: &mut AnyConnection,
+    path: &Path,
+    header: &Header,
+    mode: &Mode,
+    progress: &Progress,
+) -> anyhow::Result<Loaded> {
     let version = schema::normalize(&header.schema_version);
     let backend = conn.backend();
     let outcome = conn.transaction::<Loaded, anyhow::Error, _>(|conn| {
@@ -197,7 +205,9 @@ pub fn load(conn: &mut AnyConnection, path: &Path, header: &Header, mode: &Mode,
                 progress.table(&current);
                 progress.table_rows(&current, batch.table.rows);
             }
-            let inserted = diesel::sql_query(&inserts[index]).bind::<Text, _>(batch.json).execute(conn)
+            let inserted = diesel::sql_query(&inserts[index])
+                .bind::<Text, _>(batch.json)
+                .execute(conn)
                 .with_context(|| format!("loading table {}", batch.table.name))?;
             if inserted != batch.rows {
                 bail!("table {}: {inserted} of {} rows inserted", batch.table.name, batch.rows);
@@ -256,7 +266,11 @@ fn server_running(conn: &mut AnyConnection, url: &DatabaseUrl) -> anyhow::Result
     match url {
         DatabaseUrl::Postgres(_) => {
             let n = instances::others(conn)?;
-            Ok(if n > 0 { Running::Yes(format!("{n} truxe-server instance(s) are connected to it")) } else { Running::No(None) })
+            Ok(if n > 0 {
+                Running::Yes(format!("{n} truxe-server instance(s) are connected to it"))
+            } else {
+                Running::No(None)
+            })
         }
         DatabaseUrl::Sqlite(path) => {
             let lock = instances::sqlite_lock_path(path);
@@ -272,7 +286,9 @@ fn server_running(conn: &mut AnyConnection, url: &DatabaseUrl) -> anyhow::Result
                 Err(std::fs::TryLockError::WouldBlock) => {
                     Ok(Running::Yes(format!("a truxe-server holds {}", lock.display())))
                 }
-                Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", lock.display())),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(e).with_context(|| format!("cannot lock {}", lock.display()))
+                }
             }
         }
     }
@@ -280,19 +296,16 @@ fn server_running(conn: &mut AnyConnection, url: &DatabaseUrl) -> anyhow::Result
 
 pub fn run(opts: &Opts, global: &Global) -> anyhow::Result<()> {
     let started = Instant::now();
-    let header = {
-        let progress = Progress::new(global, 0, "check");
-        let header = check_file(&opts.file, &progress)?;
-        progress.finish();
-        header
-    };
+    let header = check_file(&opts.file, global)?;
     let database = db::database_config(global)?;
     let target = database.url.redacted();
     let mut conn = store::connect_one(&database)?;
     let _lock = match server_running(&mut conn, &database.url)? {
         Running::No(lock) => lock,
         Running::Yes(why) if opts.force => {
-            eprintln!("truxectl: warning: restoring under a running server ({why}): restart it afterwards, since it caches clients and keys");
+            eprintln!(
+                "truxectl: warning: restoring under a running server ({why}): restart it afterwards, since it caches clients and keys"
+            );
             None
         }
         Running::Yes(why) => bail!(
@@ -302,7 +315,9 @@ pub fn run(opts: &Opts, global: &Global) -> anyhow::Result<()> {
     let known = schema::known_versions()?;
     let before = schema::applied(&mut conn)?;
     if let Some(unknown) = before.iter().find(|v| !known.contains(v)) {
-        bail!("{target} has migration {unknown}, which this truxectl does not know: restore with the truxectl of the release that migrated it");
+        bail!(
+            "{target} has migration {unknown}, which this truxectl does not know: restore with the truxectl of the release that migrated it"
+        );
     }
     let mut current_rows = 0;
     if let Some(version) = before.last() {
@@ -351,7 +366,11 @@ pub fn run(opts: &Opts, global: &Global) -> anyhow::Result<()> {
             loaded.rows(),
             loaded.tables.len(),
             header.schema_version,
-            if loaded.applied.is_empty() { String::new() } else { format!(", then {} migration(s) applied", loaded.applied.len()) }
+            if loaded.applied.is_empty() {
+                String::new()
+            } else {
+                format!("; {} migration(s) applied", loaded.applied.len())
+            }
         );
     }
     Ok(())

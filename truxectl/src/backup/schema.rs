@@ -133,7 +133,10 @@ pub fn tables_at(version: &str) -> anyhow::Result<Vec<TableShape>> {
     while !left.is_empty() {
         let Some(pos) = left.iter().position(|&i| parents[i].iter().all(|p| ordered.contains(p) || !names.contains(p)))
         else {
-            bail!("the foreign keys among {:?} form a cycle; backups cannot order them", left.iter().map(|&i| &names[i]).collect::<Vec<_>>());
+            bail!(
+                "the foreign keys among {:?} form a cycle; backups cannot order them",
+                left.iter().map(|&i| &names[i]).collect::<Vec<_>>()
+            );
         };
         ordered.push(names[left.remove(pos)].clone());
     }
@@ -156,8 +159,11 @@ pub fn applied(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
         #[diesel(sql_type = Text)]
         version: String,
     }
-    let mut versions: Vec<String> =
-        diesel::sql_query(format!("SELECT version FROM {MIGRATIONS_TABLE}")).load::<Version>(conn)?.into_iter().map(|v| normalize(&v.version)).collect();
+    let mut versions: Vec<String> = diesel::sql_query(format!("SELECT version FROM {MIGRATIONS_TABLE}"))
+        .load::<Version>(conn)?
+        .into_iter()
+        .map(|v| normalize(&v.version))
+        .collect();
     versions.sort();
     Ok(versions)
 }
@@ -205,8 +211,9 @@ pub fn columns(conn: &mut AnyConnection, table: &str) -> anyhow::Result<Vec<Colu
     let rows: Vec<Row> = diesel::sql_query(query).bind::<Text, _>(table).load(conn)?;
     rows.into_iter()
         .map(|r| {
-            let kind = kind_of(&r.data_type)
-                .with_context(|| format!("column {table}.{} has type {}, which backups cannot carry", r.name, r.data_type))?;
+            let kind = kind_of(&r.data_type).with_context(|| {
+                format!("column {table}.{} has type {}, which backups cannot carry", r.name, r.data_type)
+            })?;
             Ok(ColumnShape { name: r.name, kind, pk: r.pk })
         })
         .collect()

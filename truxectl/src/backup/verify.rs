@@ -33,7 +33,11 @@ pub fn run(file: &Path, global: &Global) -> anyhow::Result<()> {
             record.tables.len()
         );
     }
-    if record.ok { Ok(()) } else { bail!("{}: verification failed: {}", file.display(), record.error.unwrap_or_default()) }
+    if record.ok {
+        Ok(())
+    } else {
+        bail!("{}: verification failed: {}", file.display(), record.error.unwrap_or_default())
+    }
 }
 
 /// Verifies `file` and records the result beside it. `database`: the configured database when
@@ -56,10 +60,7 @@ pub fn verify(file: &Path, global: &Global, database: Option<&DatabaseConfig>) -
     let mut header: Option<Header> = None;
     let mut scratch = None;
     let result = (|| -> anyhow::Result<Loaded> {
-        let checked = {
-            let progress = Progress::new(global, 0, "check");
-            restore::check_file(file, &progress)?
-        };
+        let checked = restore::check_file(file, global)?;
         header = Some(checked.clone());
         let progress = Progress::new(global, checked.total_rows(), "verify");
         match configured.as_ref() {
@@ -80,8 +81,10 @@ pub fn verify(file: &Path, global: &Global, database: Option<&DatabaseConfig>) -
     let verified_at = catalog::rfc3339(time::OffsetDateTime::now_utc());
     let (ok, error, tables) = match result {
         Ok(loaded) => {
-            let expected: Vec<(String, u64)> =
-                header.as_ref().map(|h| h.tables.iter().map(|t| (t.name.clone(), t.rows)).collect()).unwrap_or_default();
+            let expected: Vec<(String, u64)> = header
+                .as_ref()
+                .map(|h| h.tables.iter().map(|t| (t.name.clone(), t.rows)).collect())
+                .unwrap_or_default();
             if loaded.tables == expected {
                 (true, None, loaded.tables)
             } else {

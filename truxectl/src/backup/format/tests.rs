@@ -14,9 +14,13 @@ fn sample() -> Vec<u8> {
         writer.row(&[serde_json::json!(format!("c{i}")), serde_json::json!(i % 2 == 0)]).expect("row");
     }
     writer.begin_table("empty", columns(&[("id", Kind::Text)])).expect("table");
-    writer.begin_table("tokens", columns(&[("jti", Kind::Text), ("n", Kind::Integer), ("x", Kind::Real)])).expect("table");
+    writer
+        .begin_table("tokens", columns(&[("jti", Kind::Text), ("n", Kind::Integer), ("x", Kind::Real)]))
+        .expect("table");
     for i in 0..7 {
-        writer.row(&[serde_json::json!(format!("t{i}\n\"quoted\"")), serde_json::json!(i), serde_json::Value::Null]).expect("row");
+        writer
+            .row(&[serde_json::json!(format!("t{i}\n\"quoted\"")), serde_json::json!(i), serde_json::Value::Null])
+            .expect("row");
     }
     assert!(writer.row(&[serde_json::json!("too few")]).is_err(), "a row must fit its table");
     let (payload, tables, payload_bytes, payload_sha256) = writer.finish().expect("finish");
@@ -63,7 +67,10 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[test]
 fn a_file_reads_back_in_batches_with_its_header() {
     let (header, batches) = read_bytes(&sample()).expect("reads");
-    assert_eq!(header.tables.iter().map(|t| (t.name.as_str(), t.rows)).collect::<Vec<_>>(), [("clients", 5), ("empty", 0), ("tokens", 7)]);
+    assert_eq!(
+        header.tables.iter().map(|t| (t.name.as_str(), t.rows)).collect::<Vec<_>>(),
+        [("clients", 5), ("empty", 0), ("tokens", 7)]
+    );
     assert_eq!(header.total_rows(), 12);
     let sizes: Vec<(&str, usize)> = batches.iter().map(|(t, n, _)| (t.as_str(), *n)).collect();
     assert_eq!(sizes, [("clients", 3), ("clients", 2), ("tokens", 3), ("tokens", 3), ("tokens", 1)]);
@@ -151,11 +158,18 @@ fn a_newer_format_or_a_lying_header_is_refused() {
     };
     assert!(matches!(with_header(&|v| v["format_version"] = 2.into()), Err(FormatError::NewerFormat(2))));
     let counted = with_header(&|v| v["tables"][0]["rows"] = 4.into());
-    assert!(matches!(&counted, Err(FormatError::Corrupt(why)) if why.contains("clients") && why.contains("4")), "{:?}", counted.err());
+    assert!(
+        matches!(&counted, Err(FormatError::Corrupt(why)) if why.contains("clients") && why.contains("4")),
+        "{:?}",
+        counted.err()
+    );
     let hashed = with_header(&|v| v["payload_sha256"] = "0".repeat(64).into());
     assert!(matches!(&hashed, Err(FormatError::Corrupt(why)) if why.contains("SHA-256")), "{:?}", hashed.err());
     let missing = with_header(&|v| {
-        v["tables"].as_array_mut().expect("tables").push(serde_json::json!({ "name": "more", "rows": 0, "columns": [] }))
+        v["tables"]
+            .as_array_mut()
+            .expect("tables")
+            .push(serde_json::json!({ "name": "more", "rows": 0, "columns": [] }))
     });
     assert!(matches!(missing, Err(FormatError::Truncated(_))), "{:?}", missing.err());
     assert!(with_header(&|_| {}).is_ok(), "the unedited header still reads");
