@@ -87,13 +87,13 @@ pub fn run(opts: &Opts, global: &Global) -> anyhow::Result<()> {
             header.tables.len(),
             super::human_bytes(bytes)
         );
-        if let Some(v) = &verification {
-            if v.ok {
-                eprintln!(
-                    "verified: it restores into a scratch {} database with the same row counts",
-                    v.scratch.as_deref().unwrap_or("?")
-                );
-            }
+        if let Some(v) = &verification
+            && v.ok
+        {
+            eprintln!(
+                "verified: it restores into a scratch {} database with the same row counts",
+                v.scratch.as_deref().unwrap_or("?")
+            );
         }
         println!("{}", path.display());
     }
@@ -281,7 +281,7 @@ fn dump(
                 for row in diesel::sql_query(&select).load_iter::<RowText, DefaultLoadingMode>(conn)? {
                     write(&row?.row)?;
                     n += 1;
-                    if n % 1_000 == 0 {
+                    if n.is_multiple_of(1_000) {
                         progress.rows(1_000);
                     }
                 }

@@ -297,7 +297,7 @@ pub fn insert_rows_sql(backend: Backend, table: &str, columns: &[Column]) -> Str
         .collect();
     match backend {
         Backend::Postgres => format!(
-            "INSERT INTO {} ({}) SELECT {} FROM json_array_elements($1::json) AS rows(r)",
+            "INSERT INTO {} ({}) SELECT {} FROM jsonb_array_elements($1::jsonb) AS rows(r)",
             quote(table),
             names.join(", "),
             values.join(", ")

@@ -42,7 +42,10 @@ fn sample() -> Vec<u8> {
     file
 }
 
-fn read_bytes(bytes: &[u8]) -> Result<(Header, Vec<(String, usize, String)>), FormatError> {
+/// What a reader handed out: table, rows, the batch's JSON.
+type Batches = Vec<(String, usize, String)>;
+
+fn read_bytes(bytes: &[u8]) -> Result<(Header, Batches), FormatError> {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("b.gz");
     std::fs::write(&path, bytes).expect("write");
