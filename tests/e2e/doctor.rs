@@ -58,6 +58,7 @@ async fn doctor_reports_every_problem_of_a_weak_configuration_at_once() {
         "file permissions",
         "database",
         "smtp",
+        "backups",
     ] {
         assert!(failed(check), "{check} reported as failing: {found:#?}");
     }
@@ -98,18 +99,37 @@ async fn doctor_passes_a_production_configuration_against_the_running_server() {
         ("ALLOWED_ORIGINS", "https://app.example.test"),
     ];
     let url = server.base_url.clone();
-    let output = truxectl(dir.path(), &env, &["doctor", "--json", "--url", &url]);
+    // Without a backup, that is the one failure; with a verified one of today, none.
+    let backups = dir.path().join("backups").display().to_string();
+    let output = truxectl(dir.path(), &env, &["doctor", "--json", "--url", &url, "--backup-dir", &backups]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let failing: Vec<_> = checks(&output).into_iter().filter(|(_, s, _)| s == "fail").collect();
+    assert!(failing.len() == 1 && failing[0].0 == "backups", "{failing:#?}");
+    let made = truxectl(dir.path(), &env, &["backup", "create", "--verify", "--out", &backups]);
+    assert!(made.status.success(), "{}", text(&made));
+    let output = truxectl(dir.path(), &env, &["doctor", "--json", "--url", &url, "--backup-dir", &backups]);
     let found = checks(&output);
     assert_eq!(output.status.code(), Some(0), "{found:#?}\n{}", text(&output));
     assert!(found.iter().all(|(_, status, _)| status != "fail"), "{found:#?}");
-    for check in ["configuration", "database", "migrations", "clock", "redis", "smtp", "discovery", "signing key"] {
+    for check in [
+        "configuration",
+        "database",
+        "migrations",
+        "clock",
+        "redis",
+        "smtp",
+        "discovery",
+        "signing key",
+        "backups",
+        "key schedule",
+    ] {
         assert!(found.iter().any(|(c, s, _)| c == check && s == "ok"), "{check} ok: {found:#?}");
     }
 
     // A server whose discovery names another issuer is caught.
     let other = [("JWT_ISSUER", "https://other.example.test")];
     let mismatched: Vec<(&str, &str)> = env.iter().copied().filter(|(k, _)| *k != "JWT_ISSUER").chain(other).collect();
-    let output = truxectl(dir.path(), &mismatched, &["doctor", "--json", "--url", &url]);
+    let output = truxectl(dir.path(), &mismatched, &["doctor", "--json", "--url", &url, "--backup-dir", &backups]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let found = checks(&output);
     assert!(found.iter().any(|(c, s, d)| c == "discovery" && s == "fail" && d.contains(ISSUER)), "{found:#?}");

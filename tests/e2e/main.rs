@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod audit_shutdown;
 mod authorize;
+mod backup;
 mod browser;
 mod cli;
 mod clients;

@@ -783,10 +783,20 @@ async fn the_installed_package_starts_as_its_unit_starts_it() {
     assert_eq!(body["checks"]["database"]["backend"], "postgresql", "{body}");
     assert_eq!(body["checks"]["redis"]["status"], "ok", "{body}");
 
-    // The installed `truxectl doctor`, as the unit's user with the unit's environment, passes
-    // (issue 9's "Done when"): no FAIL line, exit 0.
+    // A verified backup, as truxe-backup.service makes it (as the unit's user), then the
+    // installed `truxectl doctor` with the unit's environment passes (issue 9's "Done when"): no
+    // FAIL line, exit 0.
+    let backups = installation.path("/var/backups/truxe").display().to_string();
+    let backup = service
+        .command(&installation, &format!("/usr/bin/truxectl backup create --verify --out {backups}"))
+        .output()
+        .expect("truxectl backup create");
+    assert!(backup.status.success(), "truxectl backup create --verify:\n{}", text(&backup));
     let doctor = service
-        .command(&installation, &format!("/usr/bin/truxectl doctor --url http://127.0.0.1:{port}"))
+        .command(
+            &installation,
+            &format!("/usr/bin/truxectl doctor --url http://127.0.0.1:{port} --backup-dir {backups}"),
+        )
         .output()
         .expect("truxectl doctor");
     assert!(doctor.status.success(), "truxectl doctor:\n{}", text(&doctor));

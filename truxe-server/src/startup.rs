@@ -65,6 +65,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// SQLite only: tells `truxectl backup restore` that a server runs on the database.
+    _instance_lock: Option<store::instances::SqliteInstanceLock>,
 }
 
 /// Binds `0.0.0.0:PORT`, naming the port in the error when it is taken.
@@ -108,6 +110,13 @@ impl Application {
             );
         }
 
+        let instance_lock = match &config.database.url {
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.clone();
+                Some(blocking(move || store::instances::SqliteInstanceLock::acquire(&path)).await??)
+            }
+            DatabaseUrl::Postgres(_) => None,
+        };
         let pool = {
             let database = config.database.clone();
             tracing::info!(database = %database.url.redacted(), "connecting to the database");
@@ -252,7 +261,7 @@ impl Application {
         let signing_kid =
             keys.snapshot().signer(store::unix_now()).map(|(entry, _)| entry.kid.clone()).unwrap_or_default();
         tracing::info!(port, issuer = %config.issuer, kid = %signing_kid, backend = backend.as_str(), "truxe-server listening");
-        Ok(Self { port, server, state })
+        Ok(Self { port, server, state, _instance_lock: instance_lock })
     }
 
     pub fn port(&self) -> u16 {

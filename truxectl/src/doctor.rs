@@ -22,6 +22,9 @@ pub struct DoctorOpts {
     /// The running server's public URL: its discovery must name the configured issuer
     #[arg(long, value_name = "URL", env = "TRUXE_URL")]
     pub url: Option<String>,
+    /// Where the backups are (default: /var/backups/truxe when it exists, else ./backups)
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -143,6 +146,7 @@ fn examine(opts: &DoctorOpts, global: &Global) -> Report {
     let env_kid = check_signing_key(&mut report, &config);
     check_origins_and_limits(&mut report, &config);
     check_files(&mut report, &config, global, &lookup);
+    check_backups(&mut report, opts.backup_dir.clone().unwrap_or_else(crate::backup::catalog::default_dir));
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -319,6 +323,42 @@ pub fn judge_mode(mode: u32) -> Option<(Status, String)> {
         Some((Status::Fail, format!("mode {mode:04o}: the group may write it (chmod 0640)")))
     } else {
         None
+    }
+}
+
+/// The newest backup must be less than a day old and verified (`truxectl backup create
+/// --verify`, as the packaged daily timer runs it), its verification record of this very file.
+fn check_backups(report: &mut Report, dir: PathBuf) {
+    let entries = match crate::backup::catalog::list(&dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            report.fail("backups", format!("{error:#} (run `truxectl backup create --verify`)"));
+            return;
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let recent: Vec<_> = entries.iter().filter(|e| now - e.named_at < time::Duration::days(1)).collect();
+    let verified =
+        recent.iter().find(|e| e.verified_ok() && e.verification.as_ref().is_some_and(|v| v.matches(&e.path)));
+    match (verified, recent.first(), entries.first()) {
+        (Some(entry), _, _) => report.ok("backups", format!("{} verified, less than a day old", entry.path.display())),
+        (None, Some(entry), _) => report.fail(
+            "backups",
+            format!(
+                "{} is less than a day old but not verified: run `truxectl backup verify` on it",
+                entry.path.display()
+            ),
+        ),
+        (None, None, Some(entry)) => report.fail(
+            "backups",
+            format!(
+                "the newest backup, {}, is more than a day old: is the truxe-backup.timer running?",
+                entry.path.display()
+            ),
+        ),
+        (None, None, None) => {
+            report.fail("backups", format!("none in {} (run `truxectl backup create --verify`)", dir.display()))
+        }
     }
 }
 

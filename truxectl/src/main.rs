@@ -1,5 +1,6 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
+mod backup;
 mod clients;
 mod codes;
 mod completions;
@@ -96,6 +97,11 @@ enum Command {
         #[command(subcommand)]
         command: tokens::Command,
     },
+    /// Backups: create, list, prune, verify, restore
+    Backup {
+        #[command(subcommand)]
+        command: backup::Command,
+    },
 }
 
 /// The whole command-line definition, for the generated completions and manual pages.
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         Command::Man(opts) => man::run(&opts, &cli.global, cli_command()),
         Command::Codes { command } => codes::run(command, &cli.global),
         Command::Tokens { command } => tokens::run(command, &cli.global),
+        Command::Backup { command } => backup::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

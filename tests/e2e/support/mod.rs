@@ -190,6 +190,11 @@ impl TestServer {
         if backend == Backend::Postgres {
             db.migrate();
         }
+        Self::start_with_db(db, extra).await
+    }
+
+    /// A server on a database that already exists (and, on PostgreSQL, is migrated).
+    pub async fn start_with_db(db: TestDb, extra: &[(&str, &str)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let port = listener.local_addr().expect("addr").port();
         let base_url = format!("http://127.0.0.1:{port}");

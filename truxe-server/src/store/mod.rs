@@ -72,6 +72,8 @@ pub enum StoreError {
     Tls { target: String, reason: String },
     #[error("cannot create the database directory {path}: {source}")]
     Directory { path: PathBuf, source: std::io::Error },
+    #[error("cannot lock {path} (held while a server runs on this SQLite database): {source}")]
+    InstanceLock { path: PathBuf, source: std::io::Error },
     #[error("database pool: {0}")]
     Pool(#[from] r2d2::PoolError),
     #[error("database: {0}")]
@@ -128,9 +130,11 @@ impl StoreError {
                     Failure::Internal
                 }
             }
-            StoreError::Query(_) | StoreError::Directory { .. } | StoreError::Migration(_) | StoreError::Corrupt(_) => {
-                Failure::Internal
-            }
+            StoreError::Query(_)
+            | StoreError::Directory { .. }
+            | StoreError::InstanceLock { .. }
+            | StoreError::Migration(_)
+            | StoreError::Corrupt(_) => Failure::Internal,
         }
     }
 
