@@ -136,7 +136,14 @@ impl Application {
                 }
             }
             let now = store::unix_now();
-            store::signing_keys::record(conn, key.kid(), key.algorithm().as_str(), &key.public_pem(), now)?;
+            // Entries from before the audit chain existed get their places before anything appends.
+            store::audit::chain_legacy(conn)?;
+            if store::signing_keys::record(conn, key.kid(), key.algorithm().as_str(), &key.public_pem(), now)? {
+                let event = store::audit::AuditEvent::new(store::audit::AuditAction::KeyAdded, "system")
+                    .subject(key.kid())
+                    .details(serde_json::json!({ "kid": key.kid(), "alg": key.algorithm().as_str() }));
+                store::audit::record(conn, &event, now)?;
+            }
             let hmac_key =
                 store::server_secrets::load_or_create(conn, store::server_secrets::CLIENT_SECRET_HMAC_KEY, now)?;
             let magic_link_key =
@@ -194,7 +201,7 @@ impl Application {
             clients,
             readiness: Default::default(),
         });
-        tokio::spawn(housekeeping(state.pool.clone()));
+        tokio::spawn(housekeeping(state.pool.clone(), config.audit_retention));
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
         let app_state = state.clone();
@@ -286,12 +293,25 @@ async fn warn_about_other_instances(pool: &store::Pool) {
 }
 
 /// Hourly: [`store::housekeeping::purge`] (magic links and authorization codes a day after they
-/// expired, sessions 30 days after they ended).
-async fn housekeeping(pool: store::Pool) {
+/// expired, sessions 30 days after they ended), and the audit log's retention
+/// (`TRUXE_AUDIT_RETENTION`, [`store::audit::prune`]).
+async fn housekeeping(pool: store::Pool, audit_retention: Option<std::time::Duration>) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
     loop {
         interval.tick().await;
         let now = store::unix_now();
+        if let Some(retention) = audit_retention {
+            let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+            match store::run(&pool, move |conn| store::audit::prune(conn, cutoff, now)).await {
+                Ok(pruned) if pruned.deleted == 0 => {}
+                Ok(pruned) => tracing::info!(
+                    deleted = pruned.deleted,
+                    kept_from_seq = pruned.kept_from_seq,
+                    "removed audit entries older than TRUXE_AUDIT_RETENTION"
+                ),
+                Err(error) => tracing::warn!(%error, "pruning the audit log failed; retrying in an hour"),
+            }
+        }
         match store::run(&pool, move |conn| store::housekeeping::purge(conn, now)).await {
             Ok(purged) if purged.is_empty() => {}
             Ok(purged) => tracing::info!(

@@ -5,18 +5,19 @@ use diesel::prelude::*;
 use super::schema::signing_keys;
 use super::{AnyConnection, StoreError};
 
-/// Records a key's public half the first time the server signs with it. Idempotent, and safe
-/// when several instances start at once (a lost insert race is not an error).
+/// Records a key's public half the first time the server signs with it; `true` when this call
+/// stored it. Idempotent, and safe when several instances start at once (a lost insert race is
+/// not an error, and not this call's key).
 pub fn record(
     conn: &mut AnyConnection,
     kid: &str,
     algorithm: &str,
     public_pem: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let exists = signing_keys::table.filter(signing_keys::kid.eq(kid)).count().get_result::<i64>(conn)? > 0;
     if exists {
-        return Ok(());
+        return Ok(false);
     }
     let inserted = diesel::insert_into(signing_keys::table)
         .values((
@@ -27,8 +28,8 @@ pub fn record(
         ))
         .execute(conn);
     match inserted {
-        Ok(_) => Ok(()),
-        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
