@@ -1,5 +1,6 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
+mod audit;
 mod clients;
 mod db;
 mod keys;
@@ -65,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: users::Command,
     },
+    /// The audit log: list entries, verify the hash chain
+    Audit {
+        #[command(subcommand)]
+        command: audit::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
         Command::Secrets { command } => secrets::run(command, &cli.global),
         Command::Clients { command } => clients::run(command, &cli.global),
         Command::Users { command } => users::run(command, &cli.global),
+        // Exits by SPEC's statuses itself (1: the chain is broken, 78: configuration).
+        Command::Audit { command } => return audit::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
