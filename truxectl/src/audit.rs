@@ -240,10 +240,7 @@ fn print_verification(report: &Verification) {
             println!("ok: the audit chain is intact: {} entries checked{range}", report.checked);
             println!("head: seq {}, hash {}", report.head_seq, report.head_hash);
             if let Some(anchor) = report.anchor_seq {
-                println!(
-                    "pruned: the kept chain begins at seq {} (anchor entry seq {anchor})",
-                    report.kept_from_seq
-                );
+                println!("pruned: the kept chain begins at seq {} (anchor entry seq {anchor})", report.kept_from_seq);
             }
         }
         Some(broken) => {
@@ -259,7 +256,10 @@ fn print_verification(report: &Verification) {
         }
     }
     if report.awaiting_prune > 0 {
-        println!("note: {} entries before seq {} await pruning (not checked)", report.awaiting_prune, report.kept_from_seq);
+        println!(
+            "note: {} entries before seq {} await pruning (not checked)",
+            report.awaiting_prune, report.kept_from_seq
+        );
     }
     if report.legacy_unchained > 0 {
         println!(

@@ -124,14 +124,17 @@ struct Refusal<'a> {
 /// `prompt=none` checks fail this way routinely.
 async fn audit_refusal(req: &HttpRequest, state: &AppState, who: Refusal<'_>, error: &OAuthError, redirected: bool) {
     let meta = super::request_meta::of(req);
-    let mut event = AuditEvent::new(AuditAction::AuthorizationFailed, who.user_id.map_or("anonymous".into(), |u| format!("user:{u}")))
-        .from_request(&meta)
-        .failed()
-        .details(serde_json::json!({
-            "error": error.code.as_str(),
-            "error_description": error.description,
-            "redirected": redirected,
-        }));
+    let mut event = AuditEvent::new(
+        AuditAction::AuthorizationFailed,
+        who.user_id.map_or("anonymous".into(), |u| format!("user:{u}")),
+    )
+    .from_request(&meta)
+    .failed()
+    .details(serde_json::json!({
+        "error": error.code.as_str(),
+        "error_description": error.description,
+        "redirected": redirected,
+    }));
     if let Some(client_id) = who.client_id {
         event = event.client(client_id).subject(client_id);
     }

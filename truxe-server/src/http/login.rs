@@ -12,12 +12,12 @@ use super::end_session;
 use super::pages::{self, error_page, error_page_with_link, render_with_cookies, see_other_with_cookies};
 use super::session::{self, BrowserState, safe_return_to};
 use crate::mail::human_duration;
+use crate::model::request::RequestMeta;
 use crate::model::user::{Email, MAX_EMAIL_LEN};
 use crate::service::consents::{self as consent_service, ConsentView};
 use crate::service::mfa::{self as mfa_service, Method, MfaServiceError};
 use crate::service::sessions as session_service;
 use crate::service::sign_in::{self, LinkParams, LinkRequest, Redeemed};
-use crate::model::request::RequestMeta;
 use crate::store::audit::{AuditAction, AuditEvent};
 use crate::store::{self, StoreError};
 
@@ -593,8 +593,12 @@ fn mfa_event(user_id: &str, verified: &Result<mfa_service::Verified, MfaServiceE
             };
             (AuditAction::UserMfaVerified, serde_json::json!({ "method": method }))
         }
-        Err(MfaServiceError::InvalidCode) => (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "invalid_code" })),
-        Err(MfaServiceError::CodeReused) => (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "code_reused" })),
+        Err(MfaServiceError::InvalidCode) => {
+            (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "invalid_code" }))
+        }
+        Err(MfaServiceError::CodeReused) => {
+            (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "code_reused" }))
+        }
         Err(MfaServiceError::Locked { until }) => {
             (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "locked", "locked_until": until }))
         }

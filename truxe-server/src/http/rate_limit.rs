@@ -16,8 +16,8 @@ use serde_json::json;
 use super::AppState;
 use super::client_ip::{self, ClientIp};
 use super::request_meta::RequestMeta;
-use crate::store::audit::{AuditAction, AuditEvent};
 use crate::ratelimit::{Check, Decision, Limiter, RouteKind, headers};
+use crate::store::audit::{AuditAction, AuditEvent};
 
 pub async fn middleware(
     req: ServiceRequest,
@@ -57,7 +57,13 @@ pub async fn middleware(
 /// SPEC's warning line: the IP, the path and `rateLimitExceeded`; and the `rate_limit.exceeded`
 /// audit entry, coalesced per IP, policies and client (a flood costs one entry a minute, with
 /// the count of refusals it stands for).
-pub async fn log_refusal(state: &AppState, decision: &Decision, meta: &RequestMeta, path: &str, client_id: Option<&str>) {
+pub async fn log_refusal(
+    state: &AppState,
+    decision: &Decision,
+    meta: &RequestMeta,
+    path: &str,
+    client_id: Option<&str>,
+) {
     let policies = decision.refused_by(state.limiter.policies()).join(",");
     let ip = meta.ip.as_deref().unwrap_or("-");
     match client_id {

@@ -188,8 +188,12 @@ pub fn authenticated_client(
         check_client(client, credentials, ctx.secret_key, ctx.now, public_clients)
     };
     outcome.or_else(|reason| {
-        let (source, event) =
-            failed_authentication(ctx.request, Some(credentials.client_id()), Some(credentials.method()), reason.as_str());
+        let (source, event) = failed_authentication(
+            ctx.request,
+            Some(credentials.client_id()),
+            Some(credentials.method()),
+            reason.as_str(),
+        );
         ctx.audit.record_coalesced(source, event, ctx.now)?;
         Err(client_authentication_failed().into())
     })

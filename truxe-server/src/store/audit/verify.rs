@@ -5,8 +5,8 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-use super::chain::{self, AnchorDetails, GENESIS_HASH, entry_hash};
 use super::AuditEntry;
+use super::chain::{self, AnchorDetails, GENESIS_HASH, entry_hash};
 use crate::store::schema::audit_events;
 use crate::store::{AnyConnection, StoreError};
 
