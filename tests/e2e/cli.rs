@@ -7,7 +7,7 @@ use crate::support::process::{ServerProcess, server_fails, text, truxectl};
 use crate::support::{Backend, TestDb, free_port, test_key};
 
 /// `2026-12-03-000001_client_policies`, as diesel names its version.
-const LATEST_MIGRATION: &str = "20261203000002";
+const LATEST_MIGRATION: &str = "20261204000001";
 
 fn json(output: &std::process::Output) -> serde_json::Value {
     assert!(output.status.success(), "truxectl failed:\n{}", text(output));
