@@ -148,7 +148,9 @@ async fn confidential_client_on(backend: Backend) {
     forced.push(("prompt", "consent".into()));
     assert_eq!(agent.get(&path_of(&forced)).await.status, StatusCode::OK);
 
-    // The audit trail has the whole story, without any token value.
+    // The audit trail has the whole story, without any token value (issued tokens are written
+    // by the batched writer).
+    server.state.audit.flush().await;
     let pool = pool(&server);
     let mut conn = pool.get().expect("connection");
     use truxe_server::store::schema::audit_events as a;

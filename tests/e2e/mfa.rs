@@ -35,14 +35,28 @@ fn wrong_code(secret: &[u8]) -> String {
     (0..10u32).map(|d| d.to_string().repeat(6)).find(|c| !near.contains(c)).expect("a wrong code")
 }
 
+/// The details of the user's `action` entries (`user.mfa_verified`, `user.mfa_failed`).
+fn attempts(c: &mut AnyConnection, user_id: &str, action: &str) -> Vec<String> {
+    audit_events::table
+        .filter(audit_events::user_id.eq(user_id))
+        .filter(audit_events::action.eq(action))
+        .filter(audit_events::result.eq(if action == "user.mfa_failed" { "failure" } else { "success" }))
+        .select(audit_events::details)
+        .load(c)
+        .expect("audit")
+}
+
 fn stored_secret(c: &mut AnyConnection, user_id: &str) -> Option<String> {
     users_table::table.filter(users_table::user_id.eq(user_id)).select(users_table::mfa_secret).first(c).expect("row")
 }
 
+/// The user's second-factor audit trail, without the entries of single attempts
+/// (`user.mfa_verified`, `user.mfa_failed`: see [`attempts`]).
 fn actions(c: &mut AnyConnection, user_id: &str) -> Vec<String> {
     audit_events::table
         .filter(audit_events::user_id.eq(user_id))
         .filter(audit_events::action.like("user.mfa%"))
+        .filter(audit_events::action.ne_all(["user.mfa_verified", "user.mfa_failed"]))
         .order(audit_events::event_id)
         .select(audit_events::action)
         .load(c)
@@ -150,6 +164,12 @@ on_both_backends! {
         let user = users::find(c, &user_id).expect("find").expect("user");
         assert!(user.mfa_locked_until.is_some_and(|until| until > truxe_server::store::unix_now()));
         assert_eq!(actions(c, &user_id), ["user.mfa_enrolled", "user.mfa_locked"], "the lockout is audited once");
+        // Every guess through the page is audited as a failure, with its reason.
+        let failures = attempts(c, &user_id, "user.mfa_failed");
+        assert_eq!(failures.len(), GUESSES, "{failures:?}");
+        let reason = |r: &str| failures.iter().filter(|d| d.contains(&format!("\"reason\":\"{r}\""))).count();
+        assert_eq!((reason("invalid_code"), reason("locked")), (4, 8), "{failures:?}");
+        assert!(attempts(c, &user_id, "user.mfa_verified").is_empty());
         // Still pending: no guess signed anybody in.
         let pending: (bool, Option<i64>) = sessions::table
             .filter(sessions::session_hash.eq(&pending_hash))

@@ -150,6 +150,8 @@ impl Application {
                 }
             }
             let now = store::unix_now();
+            // Entries from before the audit chain existed get their places before anything appends.
+            store::audit::chain_legacy(conn)?;
             // Built here so that a key that cannot sign stops the start, not each request.
             let keys = crate::keyring::bootstrap(conn, &sources, now);
             let hmac_key =
@@ -225,6 +227,7 @@ impl Application {
                 refresh_family_ttl: state.rules.refresh_family_ttl,
                 access_token_ttl: state.rules.access_token_ttl,
             },
+            config.audit_retention,
         ));
         tokio::spawn(crate::keyring::follow(keys.clone(), state.pool.clone()));
         let port =
@@ -328,12 +331,29 @@ async fn warn_about_other_instances(pool: &store::Pool) {
 
 /// Hourly: [`store::housekeeping::purge`] (magic links, authorization codes and revoked access
 /// tokens a day after they expired, sessions 30 days after they ended, grants with their refresh
-/// tokens a day after their family ended).
-async fn housekeeping(pool: store::Pool, retention: store::housekeeping::Retention) {
+/// tokens a day after their family ended), and the audit log's retention
+/// (`TRUXE_AUDIT_RETENTION`, [`store::audit::prune`]).
+async fn housekeeping(
+    pool: store::Pool,
+    retention: store::housekeeping::Retention,
+    audit_retention: Option<std::time::Duration>,
+) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
     loop {
         interval.tick().await;
         let now = store::unix_now();
+        if let Some(retention) = audit_retention {
+            let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+            match store::run(&pool, move |conn| store::audit::prune(conn, cutoff, now)).await {
+                Ok(pruned) if pruned.deleted == 0 => {}
+                Ok(pruned) => tracing::info!(
+                    deleted = pruned.deleted,
+                    kept_from_seq = pruned.kept_from_seq,
+                    "removed audit entries older than TRUXE_AUDIT_RETENTION"
+                ),
+                Err(error) => tracing::warn!(%error, "pruning the audit log failed; retrying in an hour"),
+            }
+        }
         match store::run(&pool, move |conn| store::housekeeping::purge(conn, now, &retention)).await {
             Ok(purged) if purged.is_empty() => {}
             Ok(purged) => tracing::info!(

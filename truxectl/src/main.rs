@@ -1,5 +1,6 @@
 //! truxectl: the Truxe admin CLI. One module per subcommand, dispatched from one enum.
 
+mod audit;
 mod backup;
 mod clients;
 mod codes;
@@ -102,6 +103,11 @@ enum Command {
         #[command(subcommand)]
         command: backup::Command,
     },
+    /// The audit log: list entries, verify the hash chain
+    Audit {
+        #[command(subcommand)]
+        command: audit::Command,
+    },
 }
 
 /// The whole command-line definition, for the generated completions and manual pages.
@@ -125,6 +131,8 @@ fn main() -> ExitCode {
         Command::Codes { command } => codes::run(command, &cli.global),
         Command::Tokens { command } => tokens::run(command, &cli.global),
         Command::Backup { command } => backup::run(command, &cli.global),
+        // Exits by SPEC's statuses itself (1: the chain is broken, 78: configuration).
+        Command::Audit { command } => return audit::run(command, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,12 +53,23 @@ pub fn run(command: Command, dry_run: bool, global: &Global) -> anyhow::Result<(
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
+            // Audit entries from before the chain existed get their places now, so that
+            // `truxectl audit verify` passes on an upgraded database before any server starts.
+            let chained = truxe_server::store::audit::chain_legacy(conn).context("chaining the audit log")?;
             if global.json {
-                println!("{}", serde_json::json!({ "database": target, "applied": applied }));
-            } else if applied.is_empty() {
-                println!("{target}: up to date, nothing to apply");
+                println!(
+                    "{}",
+                    serde_json::json!({ "database": target, "applied": applied, "audit_entries_chained": chained })
+                );
             } else {
-                println!("{target}: applied {} migration(s)", applied.len());
+                if applied.is_empty() {
+                    println!("{target}: up to date, nothing to apply");
+                } else {
+                    println!("{target}: applied {} migration(s)", applied.len());
+                }
+                if chained > 0 {
+                    println!("{target}: gave {chained} audit entries from before the audit chain their places in it");
+                }
             }
             Ok(())
         }),

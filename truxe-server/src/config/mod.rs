@@ -84,6 +84,9 @@ pub struct Config {
     pub admin_token: Option<Secret<String>>,
     /// `TRUXE_SCOPES`: scopes beyond [`STANDARD_SCOPES`] that clients may be registered with.
     pub extra_scopes: Vec<String>,
+    /// `TRUXE_AUDIT_RETENTION`: audit entries older than this are pruned hourly; `None` keeps
+    /// every entry.
+    pub audit_retention: Option<Duration>,
     /// Human-readable warnings to log at start; never hold a secret value.
     pub warnings: Vec<String>,
 }
@@ -354,6 +357,7 @@ impl Config {
         let sign_in = read_sign_in(&mut r);
         let admin_token = r.raw("ADMIN_TOKEN").map(Secret::new);
         let extra_scopes = read_scopes(&mut r);
+        let audit_retention = read_audit_retention(&mut r);
 
         let config = Config {
             mode,
@@ -381,6 +385,7 @@ impl Config {
             sign_in,
             admin_token,
             extra_scopes,
+            audit_retention,
             warnings: Vec::new(),
         };
 
@@ -749,6 +754,26 @@ fn read_refresh_reuse_grace(r: &mut Reader<'_>) -> Duration {
         if d > MAX { Err(format!("{v:?} is longer than the 5m allowed")) } else { Ok(d) }
     })
     .unwrap_or(Duration::ZERO)
+}
+
+/// `TRUXE_AUDIT_RETENTION`: unset, `0` or `forever` keep every audit entry; otherwise a duration
+/// of at least a day (a bare number is seconds).
+fn read_audit_retention(r: &mut Reader<'_>) -> Option<Duration> {
+    const MIN: Duration = Duration::from_secs(86_400);
+    r.parse_opt("TRUXE_AUDIT_RETENTION", |v| {
+        if v.trim().eq_ignore_ascii_case("forever") {
+            return Ok(None);
+        }
+        let d = parse_duration(v, BareUnit::Seconds)?;
+        if d.is_zero() {
+            Ok(None)
+        } else if d < MIN {
+            Err(format!("{v:?} is shorter than the 1d allowed (0 or forever keeps every entry)"))
+        } else {
+            Ok(Some(d))
+        }
+    })
+    .flatten()
 }
 
 fn read_sign_in(r: &mut Reader<'_>) -> SignInConfig {

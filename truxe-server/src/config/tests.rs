@@ -930,3 +930,17 @@ fn key_rotation_replaces_jwt_private_key_in_production_but_never_overrides_it() 
     vars.push(("JWT_KEY_ROTATION", "abc".into()));
     assert_one_error_naming(&as_refs(&vars), "JWT_KEY_ROTATION");
 }
+
+#[test]
+fn audit_retention_keeps_everything_unless_set() {
+    assert_eq!(ok(&[]).audit_retention, None);
+    for forever in ["0", "forever", "Forever"] {
+        assert_eq!(ok(&[("TRUXE_AUDIT_RETENTION", forever)]).audit_retention, None, "{forever}");
+    }
+    assert_eq!(ok(&[("TRUXE_AUDIT_RETENTION", "90d")]).audit_retention, Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!(ok(&[("TRUXE_AUDIT_RETENTION", "86400")]).audit_retention, Some(Duration::from_secs(86_400)));
+    for bad in ["12h", "90x", "-1d", "soon"] {
+        let error = assert_one_error_naming(&[("TRUXE_AUDIT_RETENTION", bad)], "TRUXE_AUDIT_RETENTION");
+        assert!(error.contains(bad), "{error}");
+    }
+}

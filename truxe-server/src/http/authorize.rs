@@ -18,6 +18,7 @@ use crate::oauth::{ErrorCode, OAuthError};
 use crate::service::authorize::{self as service, Authentication, Next};
 use crate::service::clients;
 use crate::store;
+use crate::store::audit::{AuditAction, AuditEvent};
 
 pub const AUTHORIZE_PATH: &str = "/oauth-provider/authorize";
 
@@ -112,6 +113,45 @@ fn invalid_request_page(message: &str) -> HttpResponse {
     error_page(StatusCode::BAD_REQUEST, "Invalid request", message)
 }
 
+/// Who a refused authorization request came from, for its audit entry.
+struct Refusal<'a> {
+    client_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+}
+
+/// Records the refusal of an authorization request as `authorization.failed`: coalesced per IP,
+/// client and error, since anyone can send the endpoint garbage, and an application's silent
+/// `prompt=none` checks fail this way routinely.
+async fn audit_refusal(req: &HttpRequest, state: &AppState, who: Refusal<'_>, error: &OAuthError, redirected: bool) {
+    let meta = super::request_meta::of(req);
+    let mut event = AuditEvent::new(
+        AuditAction::AuthorizationFailed,
+        who.user_id.map_or("anonymous".into(), |u| format!("user:{u}")),
+    )
+    .from_request(&meta)
+    .failed()
+    .details(serde_json::json!({
+        "error": error.code.as_str(),
+        "error_description": error.description,
+        "redirected": redirected,
+    }));
+    if let Some(client_id) = who.client_id {
+        event = event.client(client_id).subject(client_id);
+    }
+    if let Some(user_id) = who.user_id {
+        event = event.user(user_id);
+    }
+    let source = format!(
+        "authorize|{}|{}|{}",
+        meta.ip.as_deref().unwrap_or("-"),
+        who.client_id.unwrap_or("-"),
+        error.code.as_str()
+    );
+    if let Err(error) = state.audit.record_coalesced_async(source, event, store::unix_now()).await {
+        tracing::error!(%error, "cannot record a refused authorization request");
+    }
+}
+
 /// The client's redirect URI with an error (RFC 6749 §4.1.2.1, RFC 9207 `iss`).
 fn error_redirect(
     state: &AppState,
@@ -132,22 +172,31 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
     let policy =
         Policy { require_pkce: state.config.oauth.require_pkce, scopes_supported: &state.rules.scopes_supported };
     let validated = authorize::validate(&params.form, client.as_ref(), &policy);
+    let known_id = client.as_ref().map(|c| c.client_id.to_string());
+    let known = Refusal { client_id: known_id.as_deref(), user_id: None };
     let request = match validated {
-        Err(AuthorizeError::Page(message)) => return invalid_request_page(&message),
+        Err(AuthorizeError::Page(message)) => {
+            audit_refusal(req, state, known, &OAuthError::invalid_request(message.clone()), false).await;
+            return invalid_request_page(&message);
+        }
         Err(AuthorizeError::Redirect { redirect_uri, error, state: request_state }) => {
             let error = match params.repeated.first() {
                 Some(name) => OAuthError::invalid_request(format!("parameter {name} is repeated")),
                 None => error,
             };
+            audit_refusal(req, state, known, &error, true).await;
             return error_redirect(state, &redirect_uri, &error, request_state.as_deref());
         }
         Ok(request) => request,
     };
     let Some(client) = client else {
-        return invalid_request_page("Unknown application (client_id).");
+        let message = "Unknown application (client_id).";
+        audit_refusal(req, state, known, &OAuthError::invalid_request(message), false).await;
+        return invalid_request_page(message);
     };
     if let Some(name) = params.repeated.first() {
         let error = OAuthError::invalid_request(format!("parameter {name} is repeated"));
+        audit_refusal(req, state, known, &error, true).await;
         return error_redirect(state, &request.redirect_uri, &error, request.state.as_deref());
     }
 
@@ -174,11 +223,20 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
         // The consent form: the user saw the page while signed in; if the session ended since,
         // sign in again and come back to the request.
         let Some(auth) = signed_in else {
-            return sign_in_redirect(state, &request, false);
+            return sign_in_redirect(req, state, &request, false).await;
         };
         return match decision {
             Decision::Deny => {
                 tracing::info!(client_id = %client.client_id, user_id = %auth.user_id, "the user denied access");
+                let event = AuditEvent::by_user(AuditAction::AuthorizationDenied, &auth.user_id)
+                    .client(&client.client_id)
+                    .subject(&client.client_id)
+                    .from_request(&super::request_meta::of(req))
+                    .failed()
+                    .details(serde_json::json!({ "scope": scope.to_string() }));
+                if let Err(error) = state.audit.record_async(event, now).await {
+                    tracing::error!(%error, "cannot record a denied authorization");
+                }
                 let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied access");
                 error_redirect(state, &request.redirect_uri, &error, request.state.as_deref())
             }
@@ -187,15 +245,22 @@ async fn authorize(req: &HttpRequest, state: &AppState, params: Params, decision
     }
 
     match service::decide(&request, &client, signed_in.as_ref(), stored.as_ref(), &scope, now) {
-        Next::SignIn { force } => sign_in_redirect(state, &request, force),
-        Next::Fail(error) => error_redirect(state, &request.redirect_uri, &error, request.state.as_deref()),
+        Next::SignIn { force } => sign_in_redirect(req, state, &request, force).await,
+        Next::Fail(error) => {
+            let who = Refusal {
+                client_id: Some(&client.client_id),
+                user_id: signed_in.as_ref().map(|auth| auth.user_id.as_str()),
+            };
+            audit_refusal(req, state, who, &error, true).await;
+            error_redirect(state, &request.redirect_uri, &error, request.state.as_deref())
+        }
         Next::AskConsent => match current {
             Some(current) => consent_page(req, state, &request, &client, &scope, &current.user.email),
-            None => sign_in_redirect(state, &request, false),
+            None => sign_in_redirect(req, state, &request, false).await,
         },
         Next::Issue => match signed_in {
             Some(auth) => issue(req, state, &request, &client, &auth, &scope).await,
-            None => sign_in_redirect(state, &request, false),
+            None => sign_in_redirect(req, state, &request, false).await,
         },
     }
 }
@@ -269,9 +334,15 @@ fn resume_path(request: &AuthorizationRequest) -> String {
 
 /// `303` to `/login` (with `prompt=login` when a session exists but is not enough), returning
 /// to this request afterwards; `login_hint` pre-fills the address.
-fn sign_in_redirect(state: &AppState, request: &AuthorizationRequest, force: bool) -> HttpResponse {
+async fn sign_in_redirect(
+    req: &HttpRequest,
+    state: &AppState,
+    request: &AuthorizationRequest,
+    force: bool,
+) -> HttpResponse {
     let Some(return_to) = safe_return_to(Some(&resume_path(request))) else {
         let error = OAuthError::invalid_request("the request is too long to resume after sign-in");
+        audit_refusal(req, state, Refusal { client_id: Some(&request.client_id), user_id: None }, &error, true).await;
         return error_redirect(state, &request.redirect_uri, &error, request.state.as_deref());
     };
     let mut location = url::form_urlencoded::Serializer::new(String::new());

@@ -12,12 +12,14 @@ use super::end_session;
 use super::pages::{self, error_page, error_page_with_link, render_with_cookies, see_other_with_cookies};
 use super::session::{self, BrowserState, safe_return_to};
 use crate::mail::human_duration;
+use crate::model::request::RequestMeta;
 use crate::model::user::{Email, MAX_EMAIL_LEN};
 use crate::service::consents::{self as consent_service, ConsentView};
 use crate::service::mfa::{self as mfa_service, Method, MfaServiceError};
 use crate::service::sessions as session_service;
 use crate::service::sign_in::{self, LinkParams, LinkRequest, Redeemed};
-use crate::store;
+use crate::store::audit::{AuditAction, AuditEvent};
+use crate::store::{self, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").get(home))
@@ -251,12 +253,13 @@ async fn login_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     // Everything that depends on whether the address has an account happens after the answer,
     // so neither the page nor its timing tells.
     // Counted by the mailer from here on, so a graceful shutdown (and a test) can wait for it.
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    // The client IP the rate-limit middleware resolved (behind a trusted proxy, the one it names).
+    let origin = super::request_meta::of(&req);
     let task_state = state.clone();
     let task_email = email.clone();
     let task_return_to = return_to.clone();
     state.mailer.spawn_job(async move {
-        send_link(&task_state, task_email, task_return_to, ip).await;
+        send_link(&task_state, task_email, task_return_to, origin).await;
     });
 
     let retry_href = match &return_to {
@@ -273,7 +276,8 @@ async fn login_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     )
 }
 
-async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip: Option<String>) {
+async fn send_link(state: &AppState, email: Email, return_to: Option<String>, origin: RequestMeta) {
+    let ip = origin.ip.clone();
     let now = store::unix_now();
     let key = state.magic_link_key.clone();
     let open_signup = state.config.sign_in.open_signup;
@@ -287,8 +291,9 @@ async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip
         sign_in::request_link(conn, key.secret(), &lookup_email, &params, now)
     })
     .await;
+    audit_link_request(state, &origin, &domain, &outcome, now).await;
     match outcome {
-        Ok(LinkRequest::Send { email, token }) => {
+        Ok(LinkRequest::Send { email, token, .. }) => {
             let link = format!("{}/login/magic?token={}", state.config.issuer, token.secret());
             if let Err(error) = state.mailer.send_magic_link(&email, &link, ttl).await {
                 tracing::error!(%error, to_domain = %domain, "cannot send the magic-link email");
@@ -307,6 +312,52 @@ async fn send_link(state: &AppState, email: Email, return_to: Option<String>, ip
             tracing::info!(to_domain = %domain, "sign-in link asked for an address without an active account; no email sent");
         }
         Err(error) => tracing::error!(%error, "cannot create a magic link"),
+    }
+}
+
+/// `user.sign_in_link_requested`, with what came of it (never the address: its domain only).
+/// Refusals are coalesced per IP and outcome: anyone can ask for links to made-up addresses.
+async fn audit_link_request(
+    state: &AppState,
+    origin: &RequestMeta,
+    domain: &str,
+    outcome: &Result<LinkRequest, StoreError>,
+    now: i64,
+) {
+    let (outcome, user_id) = match outcome {
+        Ok(LinkRequest::Send { user_id, .. }) => ("sent", user_id.as_deref()),
+        Ok(LinkRequest::RateLimited) => ("rate_limited", None),
+        Ok(LinkRequest::NoLink) => ("no_active_account", None),
+        Err(_) => return,
+    };
+    let mut event = AuditEvent::new(AuditAction::UserSignInLinkRequested, "anonymous")
+        .from_request(origin)
+        .details(serde_json::json!({ "outcome": outcome, "email_domain": domain }));
+    if let Some(user_id) = user_id {
+        event = event.user(user_id).subject(user_id);
+    }
+    let recorded = if outcome == "sent" {
+        state.audit.record_async(event, now).await
+    } else {
+        let source = format!("sign_in_link|{}|{outcome}", origin.ip.as_deref().unwrap_or("-"));
+        state.audit.record_coalesced_async(source, event.failed(), now).await
+    };
+    if let Err(error) = recorded {
+        tracing::error!(%error, "cannot record a sign-in link request");
+    }
+}
+
+/// `user.sign_in_failed`: a sign-in link that could not be used, and why. Coalesced per IP and
+/// reason, since anyone can post made-up links.
+async fn audit_sign_in_failure(req: &HttpRequest, state: &AppState, reason: &str) {
+    let origin = super::request_meta::of(req);
+    let event = AuditEvent::new(AuditAction::UserSignInFailed, "anonymous")
+        .from_request(&origin)
+        .failed()
+        .details(serde_json::json!({ "reason": reason, "method": "magic_link" }));
+    let source = format!("sign_in|{}|{reason}", origin.ip.as_deref().unwrap_or("-"));
+    if let Err(error) = state.audit.record_coalesced_async(source, event, store::unix_now()).await {
+        tracing::error!(%error, "cannot record a failed sign-in");
     }
 }
 
@@ -350,6 +401,7 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
         Err(response) => return response,
     };
     let Some(token) = form.get("token").filter(|t| sign_in::is_plausible_token(t)).map(str::to_string) else {
+        audit_sign_in_failure(&req, &state, "invalid_link").await;
         return invalid_link();
     };
     let key = state.magic_link_key.clone();
@@ -364,6 +416,15 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
         Ok(Err(error)) => return service_failure(&error),
         Err(error) => return storage_failure(&error),
     };
+    let failure = match &redeemed {
+        Redeemed::SignIn { .. } => None,
+        Redeemed::InvalidLink => Some("invalid_link"),
+        Redeemed::Disabled => Some("account_disabled"),
+        Redeemed::NoAccount => Some("no_account"),
+    };
+    if let Some(reason) = failure {
+        audit_sign_in_failure(&req, &state, reason).await;
+    }
     let (user, return_to) = match redeemed {
         Redeemed::SignIn { user, return_to } => (user, return_to),
         Redeemed::InvalidLink => return invalid_link(),
@@ -403,6 +464,7 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
         Ok(Some(id)) => id,
         // Disabled or deleted between the link's check and now.
         Ok(None) => {
+            audit_sign_in_failure(&req, &state, "account_disabled").await;
             return error_page(
                 StatusCode::FORBIDDEN,
                 "Account disabled",
@@ -466,8 +528,13 @@ async fn mfa_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::
     let code = code.to_string();
     let now = store::unix_now();
     let max_age = session::max_age_secs(&state);
+    let origin = super::request_meta::of(&req);
     let outcome = store::run(&state.pool, move |conn| {
-        let verified = match mfa_service::verify(conn, &user.user_id, &code, now) {
+        let verified = mfa_service::verify(conn, &user.user_id, &code, now);
+        if let Some(event) = mfa_event(&user.user_id, &verified) {
+            store::audit::record(conn, &event.from_request(&origin), now)?;
+        }
+        let verified = match verified {
             Ok(verified) => verified,
             Err(MfaServiceError::Store(error)) => return Err(error),
             Err(error) => return Ok(Err(error)),
@@ -513,6 +580,32 @@ async fn mfa_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::
         Ok(Err(error)) => service_failure(&error),
         Err(error) => storage_failure(&error),
     }
+}
+
+/// `user.mfa_verified` or `user.mfa_failed` for the outcome of a second-factor entry (none when
+/// there was nothing to check: not enrolled, or a storage failure).
+fn mfa_event(user_id: &str, verified: &Result<mfa_service::Verified, MfaServiceError>) -> Option<AuditEvent> {
+    let (action, details) = match verified {
+        Ok(verified) => {
+            let method = match verified.method {
+                Method::Totp => "totp",
+                Method::RecoveryCode => "recovery_code",
+            };
+            (AuditAction::UserMfaVerified, serde_json::json!({ "method": method }))
+        }
+        Err(MfaServiceError::InvalidCode) => {
+            (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "invalid_code" }))
+        }
+        Err(MfaServiceError::CodeReused) => {
+            (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "code_reused" }))
+        }
+        Err(MfaServiceError::Locked { until }) => {
+            (AuditAction::UserMfaFailed, serde_json::json!({ "reason": "locked", "locked_until": until }))
+        }
+        Err(_) => return None,
+    };
+    let event = AuditEvent::by_user(action, user_id).subject(user_id).details(details);
+    Some(if action == AuditAction::UserMfaFailed { event.failed() } else { event })
 }
 
 // ---- /login/mfa/setup ------------------------------------------------------------------------

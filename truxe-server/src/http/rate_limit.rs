@@ -15,7 +15,9 @@ use serde_json::json;
 
 use super::AppState;
 use super::client_ip::{self, ClientIp};
+use super::request_meta::RequestMeta;
 use crate::ratelimit::{Check, Decision, Limiter, RouteKind, headers};
+use crate::store::audit::{AuditAction, AuditEvent};
 
 pub async fn middleware(
     req: ServiceRequest,
@@ -43,7 +45,7 @@ pub async fn middleware(
         .collect();
     let decision = state.limiter.check(&checks).await;
     if !decision.allowed() {
-        log_refusal(&state.limiter, &decision, ip, req.path(), None);
+        log_refusal(&state, &decision, &super::request_meta::of(req.request()), req.path(), None).await;
         let response = refusal(&state.limiter, &decision, route.kind);
         return Ok(req.into_response(response).map_into_right_body());
     }
@@ -52,12 +54,32 @@ pub async fn middleware(
     Ok(response.map_into_left_body())
 }
 
-/// SPEC's warning line: the IP, the path and `rateLimitExceeded`.
-pub fn log_refusal(limiter: &Limiter, decision: &Decision, ip: IpAddr, path: &str, client_id: Option<&str>) {
-    let policies = decision.refused_by(limiter.policies()).join(",");
+/// SPEC's warning line: the IP, the path and `rateLimitExceeded`; and the `rate_limit.exceeded`
+/// audit entry, coalesced per IP, policies and client (a flood costs one entry a minute, with
+/// the count of refusals it stands for).
+pub async fn log_refusal(
+    state: &AppState,
+    decision: &Decision,
+    meta: &RequestMeta,
+    path: &str,
+    client_id: Option<&str>,
+) {
+    let policies = decision.refused_by(state.limiter.policies()).join(",");
+    let ip = meta.ip.as_deref().unwrap_or("-");
     match client_id {
         Some(client_id) => tracing::warn!(%ip, path, client_id, policies, "rateLimitExceeded"),
         None => tracing::warn!(%ip, path, policies, "rateLimitExceeded"),
+    }
+    let mut event = AuditEvent::new(AuditAction::RateLimitExceeded, "anonymous")
+        .from_request(meta)
+        .failed()
+        .details(json!({ "path": path, "policies": policies, "retry_after": decision.retry_after_secs() }));
+    if let Some(client_id) = client_id {
+        event = AuditEvent { actor: format!("client:{client_id}"), ..event }.client(client_id);
+    }
+    let source = format!("rate_limit|{ip}|{policies}|{}", client_id.unwrap_or("-"));
+    if let Err(error) = state.audit.record_coalesced_async(source, event, crate::store::unix_now()).await {
+        tracing::error!(%error, "cannot record a rate-limit refusal");
     }
 }
 

@@ -46,9 +46,10 @@ impl From<OAuthError> for Refused {
 
 async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<token::TokenResponse, Refused> {
     let form = read_form(req, payload).await?;
-    let credentials = client_credentials(req, &form)?;
+    let credentials = audit_refusal(req, state, client_credentials(req, &form), None, "malformed_credentials").await?;
     let request = TokenRequest::parse(&form)?;
-    token::precheck(&credentials)?;
+    let client_id = Some(credentials.client_id());
+    audit_refusal(req, state, token::precheck(&credentials), client_id, "implausible_client_id").await?;
     if let Some(refusal) = client_limit(req, state, &credentials).await {
         return Err(Refused::RateLimited(refusal));
     }
@@ -96,9 +97,28 @@ async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientC
     if decision.allowed() {
         return None;
     }
-    let ip = super::request_meta::client_ip(req).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    rate_limit::log_refusal(&state.limiter, &decision, ip, req.path(), Some(&client_id));
+    rate_limit::log_refusal(state, &decision, &super::request_meta::of(req), req.path(), Some(&client_id)).await;
     Some(rate_limit::refusal(&state.limiter, &decision, RouteKind::OAuth))
+}
+
+/// `result`, auditing it on the way when it refuses the client (`invalid_client` before the
+/// kernel: unreadable or implausible credentials) as `client.authentication_failed`, coalesced.
+pub(super) async fn audit_refusal<T>(
+    req: &HttpRequest,
+    state: &AppState,
+    result: Result<T, OAuthError>,
+    client_id: Option<&str>,
+    reason: &str,
+) -> Result<T, OAuthError> {
+    if let Err(error) = &result
+        && error.code == crate::oauth::ErrorCode::InvalidClient
+    {
+        let (source, event) = token::failed_authentication(&super::request_meta::of(req), client_id, None, reason);
+        if let Err(error) = state.audit.record_coalesced_async(source, event, store::unix_now()).await {
+            tracing::error!(%error, "cannot record a failed client authentication");
+        }
+    }
+    result
 }
 
 fn authorization(req: &HttpRequest) -> Option<&str> {

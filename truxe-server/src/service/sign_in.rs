@@ -37,8 +37,8 @@ pub fn hash_token(key: &[u8], token: &str) -> String {
 /// [`LinkRequest::Send`] sends mail.
 #[derive(Debug)]
 pub enum LinkRequest {
-    /// Mail `token` to `email`.
-    Send { email: String, token: Secret<String> },
+    /// Mail `token` to `email`; `user_id` is the account's (`None`: open sign-up will create it).
+    Send { email: String, token: Secret<String>, user_id: Option<String> },
     /// Too many links to this address lately.
     RateLimited,
     /// No account (and sign-up is closed), or the account is disabled.
@@ -88,7 +88,7 @@ pub fn request_link(
         &MagicLink {
             token_hash: hash_token(key, token.secret()),
             email: email.as_str().to_string(),
-            user_id,
+            user_id: user_id.clone(),
             created_at: now,
             expires_at: now.saturating_add(params.ttl_secs.max(1)),
             consumed_at: None,
@@ -98,7 +98,9 @@ pub fn request_link(
         params.limit.map(address_limit),
     )?;
     Ok(match stored {
-        Limited::Inserted => LinkRequest::Send { email: email.as_str().to_string(), token },
+        Limited::Inserted => {
+            LinkRequest::Send { email: email.as_str().to_string(), token, user_id: user_id.map(|id| id.to_string()) }
+        }
         Limited::OverLimit => LinkRequest::RateLimited,
     })
 }

@@ -156,6 +156,20 @@ diesel::table! {
         ip -> Nullable<Text>,
         request_id -> Nullable<Text>,
         details -> Text,
+        seq -> Nullable<BigInt>,
+        user_agent -> Nullable<Text>,
+        result -> Text,
+        prev_hash -> Nullable<Text>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_chain (id) {
+        id -> Integer,
+        head_seq -> BigInt,
+        head_hash -> Text,
+        legacy_chained -> Bool,
     }
 }
 
@@ -175,6 +189,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_tokens,
     signing_keys,
     audit_events,
+    audit_chain,
     server_secrets,
     mfa_recovery_codes,
     magic_links,

@@ -161,11 +161,11 @@ pub fn exchange(
         if let Some((_, row)) = &issued.refresh_token {
             token_store::insert_refresh_token(conn, row)?;
         }
-        audit::record(conn, &issued.event(ctx, GrantType::AuthorizationCode, &client, &user.user_id), ctx.now)?;
         Ok(())
     })?;
     match recorded {
-        Ok(()) => {}
+        // The hot path: the batched writer, once the tokens exist.
+        Ok(()) => ctx.audit.record(issued.event(ctx, GrantType::AuthorizationCode, &client, &user.user_id), ctx.now)?,
         Err(Abort::Lost) => return Err(code_reused(conn, ctx, &client, &code_hash)?.into()),
         Err(Abort::UserInactive) => {
             return Err(OAuthError::invalid_grant("the user of this authorization is disabled or deleted").into());

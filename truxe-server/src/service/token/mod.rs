@@ -174,16 +174,76 @@ pub fn load_client(
 }
 
 /// The client that `credentials` authenticate, or `invalid_client`: plausible id, known, active,
-/// the registered method, and the secret (or, within the rotation grace, the previous one).
+/// the registered method, and the secret (or, within the rotation grace, the previous one). A
+/// failure is audited as `client.authentication_failed` with its reason (the answer never tells).
 pub fn authenticated_client(
     ctx: &Context<'_>,
     conn: Option<&mut AnyConnection>,
     credentials: &ClientCredentials,
     public_clients: PublicClients,
 ) -> Result<Arc<Client>, TokenError> {
-    precheck(credentials)?;
-    let client = load_client(ctx, conn, credentials.client_id())?;
-    Ok(authenticate(client, credentials, ctx.secret_key, ctx.now, public_clients)?)
+    let outcome = if precheck(credentials).is_err() {
+        Err(AuthFailure::ImplausibleClientId)
+    } else {
+        let client = load_client(ctx, conn, credentials.client_id())?;
+        check_client(client, credentials, ctx.secret_key, ctx.now, public_clients)
+    };
+    outcome.or_else(|reason| {
+        let (source, event) = failed_authentication(
+            ctx.request,
+            Some(credentials.client_id()),
+            Some(credentials.method()),
+            reason.as_str(),
+        );
+        ctx.audit.record_coalesced(source, event, ctx.now)?;
+        Err(client_authentication_failed().into())
+    })
+}
+
+/// Why a client authentication failed: for the audit log and debug logs, never for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    ImplausibleClientId,
+    UnknownClient,
+    InactiveClient,
+    PublicClientRefused,
+    WrongMethod,
+    WrongSecret,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::ImplausibleClientId => "implausible_client_id",
+            AuthFailure::UnknownClient => "unknown_client",
+            AuthFailure::InactiveClient => "inactive_client",
+            AuthFailure::PublicClientRefused => "public_client_refused",
+            AuthFailure::WrongMethod => "wrong_method",
+            AuthFailure::WrongSecret => "wrong_secret",
+        }
+    }
+}
+
+/// The `client.authentication_failed` event of a request from `meta`, and the source it is
+/// coalesced under (client id and IP: a guessing attack costs one entry a minute per pair, with
+/// the count). The client id is kept only when it could be one of ours.
+pub fn failed_authentication(
+    meta: &RequestMeta,
+    client_id: Option<&str>,
+    method: Option<AuthMethod>,
+    reason: &str,
+) -> (String, crate::store::audit::AuditEvent) {
+    use crate::store::audit::{AuditAction, AuditEvent};
+    let client_id = client_id.filter(|id| model::is_plausible_client_id(id));
+    let mut event = AuditEvent::new(AuditAction::ClientAuthenticationFailed, "anonymous")
+        .from_request(meta)
+        .failed()
+        .details(serde_json::json!({ "reason": reason, "method": method.map(AuthMethod::as_str) }));
+    if let Some(client_id) = client_id {
+        event = event.client(client_id).subject(client_id);
+    }
+    let source = format!("client_auth|{}|{}", meta.ip.as_deref().unwrap_or("-"), client_id.unwrap_or("-"));
+    (source, event)
 }
 
 /// RFC 6749 §2.3, the decision of [`authenticated_client`] on an already loaded client.
@@ -194,17 +254,27 @@ pub fn authenticate(
     now: i64,
     public_clients: PublicClients,
 ) -> Result<Arc<Client>, OAuthError> {
-    let client = client.ok_or_else(client_authentication_failed)?;
+    check_client(client, credentials, secret_key, now, public_clients).map_err(|_| client_authentication_failed())
+}
+
+fn check_client(
+    client: Option<Arc<Client>>,
+    credentials: &ClientCredentials,
+    secret_key: &[u8],
+    now: i64,
+    public_clients: PublicClients,
+) -> Result<Arc<Client>, AuthFailure> {
+    let client = client.ok_or(AuthFailure::UnknownClient)?;
     // Before the secret is checked, every refusal looks the same as an unknown client: the
     // answer must not tell a caller without the secret whether a client exists or how it is set up.
     if !client.is_active() {
         tracing::debug!(client_id = %client.client_id, status = client.status.as_str(), "client authentication: inactive client");
-        return Err(client_authentication_failed());
+        return Err(AuthFailure::InactiveClient);
     }
     let registered = client.token_endpoint_auth_method;
     if registered == AuthMethod::None && public_clients == PublicClients::Refused {
         tracing::debug!(client_id = %client.client_id, "client authentication: public client at a confidential endpoint");
-        return Err(client_authentication_failed());
+        return Err(AuthFailure::PublicClientRefused);
     }
     if credentials.method() != registered {
         tracing::debug!(
@@ -213,12 +283,12 @@ pub fn authenticate(
             presented = credentials.method().as_str(),
             "client authentication: wrong method"
         );
-        return Err(client_authentication_failed());
+        return Err(AuthFailure::WrongMethod);
     }
     match credentials.secret() {
         None => Ok(client),
         Some(secret) if clients::authenticate_secret(&client, secret_key, secret.secret(), now) => Ok(client),
-        Some(_) => Err(client_authentication_failed()),
+        Some(_) => Err(AuthFailure::WrongSecret),
     }
 }
 

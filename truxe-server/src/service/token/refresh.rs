@@ -226,17 +226,20 @@ fn refresh_once(
             return Err(Rollback::Abort(Abort::Lost));
         }
         token_store::insert_refresh_token(conn, successor)?;
-        let mut event = issued.event(ctx, GrantType::RefreshToken, client, &user.user_id);
-        event.details["rotated"] = serde_json::Value::from(token.jti.clone());
-        event.details["retry"] = serde_json::Value::Bool(retry);
-        if retry {
-            event.details["replaced"] = serde_json::json!(token.replaced_by);
-        }
-        audit::record(conn, &event, ctx.now)?;
         Ok(())
     })?;
     match recorded {
-        Ok(()) => {}
+        Ok(()) => {
+            // The hot path: the batched writer, once the rotation is committed.
+            let mut event = issued.event(ctx, GrantType::RefreshToken, client, &user.user_id);
+            event.action = AuditAction::TokenRefreshed;
+            event.details["rotated"] = serde_json::Value::from(token.jti.clone());
+            event.details["retry"] = serde_json::Value::Bool(retry);
+            if retry {
+                event.details["replaced"] = serde_json::json!(token.replaced_by);
+            }
+            ctx.audit.record(event, ctx.now)?;
+        }
         Err(Abort::Lost) => return Ok(None),
         Err(Abort::Reused) => {
             refresh_token_reused(conn, ctx, client, &token, &grant)?;

@@ -1,0 +1,10 @@
+DROP TABLE audit_chain;
+DROP INDEX idx_audit_events_action;
+DROP INDEX idx_audit_events_client;
+DROP INDEX idx_audit_events_user;
+DROP INDEX idx_audit_events_seq;
+ALTER TABLE audit_events DROP COLUMN hash;
+ALTER TABLE audit_events DROP COLUMN prev_hash;
+ALTER TABLE audit_events DROP COLUMN result;
+ALTER TABLE audit_events DROP COLUMN user_agent;
+ALTER TABLE audit_events DROP COLUMN seq;
