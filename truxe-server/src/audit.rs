@@ -128,6 +128,10 @@ impl AuditLog {
     /// recorded within the last [`COALESCE_WINDOW`]; those are counted and summarized when the
     /// window ends. Blocking, like [`AuditLog::record`].
     pub fn record_coalesced(&self, source: String, event: AuditEvent, occurred_at: i64) -> Result<(), StoreError> {
+        // Closed: no sweeper would ever write the counts, so every event is written.
+        if self.sender.is_closed() {
+            return self.record(event, occurred_at);
+        }
         for (event, at) in self.coalescer.admit(source, event, occurred_at, Instant::now()) {
             self.record(event, at)?;
         }
@@ -141,6 +145,9 @@ impl AuditLog {
         event: AuditEvent,
         occurred_at: i64,
     ) -> Result<(), StoreError> {
+        if self.sender.is_closed() {
+            return self.record_async(event, occurred_at).await;
+        }
         for (event, at) in self.coalescer.admit(source, event, occurred_at, Instant::now()) {
             self.record_async(event, at).await?;
         }
