@@ -71,7 +71,7 @@ async fn measure(name: &str, url: &str, dir: &tempfile::TempDir) {
         eprintln!("{name}: {error}");
         std::process::exit(2);
     }
-    let before = store::run(&pool, |conn| audit::chain::head(conn)).await.map(|h| h.head_seq).unwrap_or_default();
+    let before = store::run(&pool, audit::chain::head).await.map(|h| h.head_seq).unwrap_or_default();
 
     // The token endpoint's share: queueing the entry (the writer runs meanwhile).
     let log = AuditLog::start(pool.clone());
