@@ -45,7 +45,7 @@ fn entries(conn: &mut AnyConnection) -> Vec<AuditEntry> {
     all
 }
 
-fn of<'a>(all: &'a [AuditEntry], action: AuditAction) -> Vec<&'a AuditEntry> {
+fn of(all: &[AuditEntry], action: AuditAction) -> Vec<&AuditEntry> {
     all.iter().filter(|e| e.action == action.as_str()).collect()
 }
 

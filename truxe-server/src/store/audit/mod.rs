@@ -233,7 +233,8 @@ pub struct AuditEntry {
 
 /// Appends `event` (that happened at `now`) to the chain on `conn`, inside the caller's
 /// transaction when there is one, so that the entry exists exactly when the change it records
-/// does; logs it. For events on a hot path use `audit::AuditLog`, which batches.
+/// does; logs it (when the entry is appended: should the caller's transaction then fail to
+/// commit, the line has no row). For events on a hot path use `audit::AuditLog`, which batches.
 pub fn record(conn: &mut AnyConnection, event: &AuditEvent, now: i64) -> Result<(), StoreError> {
     for entry in append(conn, std::slice::from_ref(&(event.clone(), now)))? {
         log(&entry);
