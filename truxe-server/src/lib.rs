@@ -8,6 +8,7 @@ pub mod http;
 pub mod jwt;
 pub mod keys;
 pub mod mail;
+pub mod metrics;
 pub mod mfa;
 pub mod model;
 pub mod oauth;

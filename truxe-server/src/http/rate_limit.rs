@@ -44,6 +44,7 @@ pub async fn middleware(
     let decision = state.limiter.check(&checks).await;
     if !decision.allowed() {
         log_refusal(&state.limiter, &decision, ip, req.path(), None);
+        state.metrics.rate_limited(&super::metrics::route_of(req.request()));
         let response = refusal(&state.limiter, &decision, route.kind);
         return Ok(req.into_response(response).map_into_right_body());
     }

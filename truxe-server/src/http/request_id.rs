@@ -12,6 +12,10 @@ use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
+/// The target of the per-request log line ("request", "request failed"): error reporting
+/// (`telemetry`) keeps it out of Sentry, where the failure's own error event already is.
+pub const ACCESS_LOG_TARGET: &str = module_path!();
+
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
@@ -34,7 +38,18 @@ pub async fn middleware(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // `http.route` and `otel.name` are filled in by `http::metrics` once the route is known;
+    // `otel.*` fields name the span for OpenTelemetry (`telemetry`), not for the log.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+        http.route = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+    );
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -18,6 +18,7 @@ use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
 use crate::config::Config;
 use crate::jwt::TokenKeys;
+use crate::model::client::GrantType;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::{self, ClientCredentials};
 use crate::oauth::form::Form;
@@ -27,10 +28,21 @@ use crate::store::{self, AnyConnection, StoreError};
 
 pub async fn token(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     match issue(&req, &state, payload).await {
-        Ok(response) => no_store_json(&response),
-        Err(Refused::OAuth(error)) => oauth_error_response(&error),
+        Ok((grant, response)) => {
+            state.metrics.token_issued(grant);
+            no_store_json(&response)
+        }
+        Err(Refused::OAuth(error)) => refused(&state, &error),
         Err(Refused::RateLimited(response)) => response,
     }
+}
+
+/// The error answer of an endpoint of the token family, counting failed client authentications.
+pub(super) fn refused(state: &AppState, error: &OAuthError) -> HttpResponse {
+    if error.code == crate::oauth::ErrorCode::InvalidClient {
+        state.metrics.authentication_failed(crate::metrics::AuthFailure::Client);
+    }
+    oauth_error_response(error)
 }
 
 /// Why no token was issued: an OAuth error, or the client's own rate limit.
@@ -45,10 +57,15 @@ impl From<OAuthError> for Refused {
     }
 }
 
-async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<token::TokenResponse, Refused> {
+async fn issue(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<(GrantType, token::TokenResponse), Refused> {
     let form = read_form(req, payload).await?;
     let credentials = client_credentials(req, &form)?;
     let request = TokenRequest::parse(&form)?;
+    let grant = request.grant_type();
     token::precheck(&credentials)?;
     if let Some(refusal) = client_limit(req, state, &credentials).await {
         return Err(Refused::RateLimited(refusal));
@@ -64,6 +81,7 @@ async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Re
         }
         request => call.run(state, move |conn, ctx| token::issue(conn, ctx, &credentials, &request)).await,
     }
+    .map(|response| (grant, response))
     .map_err(Refused::OAuth)
 }
 
@@ -83,7 +101,7 @@ async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientC
         None => {
             let (clients, pool, id) = (state.clients.clone(), state.pool.clone(), client_id.clone());
             let loaded = tokio::task::spawn_blocking(move || {
-                clients.get_or_load(&id, clock, || crate::service::clients::find(&mut *pool.get()?, &id))
+                clients.get_or_load(&id, clock, || crate::service::clients::find(&mut *store::checkout(&pool)?, &id))
             })
             .await;
             // A failure to load is the kernel's to report, with its own mapping.
@@ -99,6 +117,7 @@ async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientC
     }
     let ip = super::request_meta::client_ip(req).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     rate_limit::log_refusal(&state.limiter, &decision, ip, req.path(), Some(&client_id));
+    state.metrics.rate_limited(&super::metrics::route_of(req));
     Some(rate_limit::refusal(&state.limiter, &decision, RouteKind::OAuth))
 }
 

@@ -32,3 +32,12 @@ pub fn record(
         Err(e) => Err(e.into()),
     }
 }
+
+/// When `kid` was first recorded (Unix seconds), if it was.
+pub fn created_at(conn: &mut AnyConnection, kid: &str) -> Result<Option<i64>, StoreError> {
+    Ok(signing_keys::table
+        .filter(signing_keys::kid.eq(kid))
+        .select(signing_keys::created_at)
+        .first::<i64>(conn)
+        .optional()?)
+}
