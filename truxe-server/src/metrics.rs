@@ -359,6 +359,7 @@ mod tests {
         );
         let bucket = r#"truxe_http_request_duration_seconds_bucket{method="POST",route="/oauth-provider/token",status="200",le="0.005"}"#;
         assert_eq!(value(&text, bucket), Some(1.0));
+        assert!(text.contains("# TYPE truxe_http_request_duration_seconds histogram"), "{text}");
         assert_eq!(value(&text, r#"truxe_purged_rows_total{table="oauth_authorization_codes"}"#), Some(5.0));
         assert_eq!(value(&text, r#"truxe_purged_rows_total{table="magic_links"}"#), Some(2.0));
     }
@@ -387,7 +388,6 @@ mod tests {
         let text = m.render(&later).expect("render");
         assert_eq!(value(&text, "truxe_redis_errors_total"), Some(9.0));
         assert_eq!(value(&text, r#"truxe_signing_key_age_seconds{kid="k1"}"#), None, "a key no longer used goes");
-        assert!(text.contains("# TYPE truxe_http_request_duration_seconds histogram"), "{text}");
         assert!(text.contains("# TYPE truxe_redis_errors_total counter"), "{text}");
     }
 

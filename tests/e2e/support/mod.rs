@@ -9,6 +9,8 @@ pub mod flow;
 pub mod oauth;
 pub mod oidc;
 pub mod process;
+pub mod prometheus;
+pub mod receiver;
 pub mod redis;
 pub mod smtp;
 
@@ -190,6 +192,11 @@ impl TestServer {
         if backend == Backend::Postgres {
             db.migrate();
         }
+        Self::start_on(db, extra).await
+    }
+
+    /// A server on a database the test prepared (migrated, with rows of its own).
+    pub async fn start_on(db: TestDb, extra: &[(&str, &str)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let port = listener.local_addr().expect("addr").port();
         let base_url = format!("http://127.0.0.1:{port}");
