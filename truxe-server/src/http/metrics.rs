@@ -7,7 +7,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpRequest, HttpResponse, web};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use crate::metrics::{CONTENT_TYPE, Sample, UNMATCHED_ROUTE};
@@ -25,12 +25,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The route pattern of `req` (`/oauth-provider/clients/{client_id}`), never its path.
 pub fn route_of(req: &HttpRequest) -> String {
-    req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_string())
+    req.extensions().get::<RoutePattern>().map_or_else(|| RoutePattern::of(req).0, |route| route.0.clone())
 }
 
-/// Counts the request and its latency under its route pattern, and names the request's
-/// tracing span after it (`POST /oauth-provider/token`) for trace viewers. Runs inside the
-/// request-id middleware, so that the span is the request's.
+/// The route pattern of a request, found once (by the request-id middleware, before routing)
+/// and kept in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RoutePattern(pub String);
+
+impl RoutePattern {
+    pub fn of(req: &HttpRequest) -> RoutePattern {
+        RoutePattern(req.match_pattern().unwrap_or_else(|| UNMATCHED_ROUTE.to_string()))
+    }
+}
+
+/// Counts the request and its latency under its route pattern, and marks the request's span as
+/// failed on a 5xx. Runs inside the request-id middleware, so that the span is the request's.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -47,11 +57,8 @@ pub async fn middleware(
         Err(error) => error.as_response_error().status_code(),
     };
     state.metrics.request(&route, method.as_str(), status.as_u16(), started.elapsed());
-    let span = tracing::Span::current();
-    span.record("http.route", route.as_str());
-    span.record("otel.name", format!("{method} {route}"));
     if status.is_server_error() {
-        span.record("otel.status_code", "error");
+        tracing::Span::current().record("otel.status_code", "error");
     }
     Ok(result?)
 }

@@ -38,18 +38,20 @@ pub async fn middleware(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    // `http.route` and `otel.name` are filled in by `http::metrics` once the route is known;
-    // `otel.*` fields name the span for OpenTelemetry (`telemetry`), not for the log.
+    // The route pattern names the span for OpenTelemetry (`telemetry`), which takes the name
+    // when the span starts; `http::metrics` counts under the same pattern and marks 5xx.
+    let route = super::metrics::RoutePattern::of(req.request());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %req.method(),
         path = %req.path(),
-        http.route = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
+        http.route = %route.0,
+        otel.name = %format_args!("{} {}", req.method(), route.0),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
     );
+    req.extensions_mut().insert(route);
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
