@@ -210,12 +210,14 @@ impl Application {
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
         let app_state = state.clone();
+        let app_metrics = web::Data::from(state.metrics.clone());
         let limits = config.http.clone();
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let metrics_on_port = config.metrics_port.is_none();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(app_metrics.clone())
                 // The last `.wrap` is outermost: request id → metrics → security headers → head
                 // limits → CORS (so that a 429 reaches the script that caused it) → rate limit →
                 // routes.

@@ -10,7 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use crate::metrics::{CONTENT_TYPE, Sample, UNMATCHED_ROUTE};
+use crate::metrics::{CONTENT_TYPE, Metrics, Sample, UNMATCHED_ROUTE};
 use crate::store;
 
 pub const PATH: &str = "/metrics";
@@ -41,12 +41,13 @@ impl RoutePattern {
 
 /// Counts the request and its latency under its route pattern, and marks the request's span as
 /// failed on a 5xx. Runs inside the request-id middleware, so that the span is the request's.
+/// The registry is the application's `web::Data<Metrics>` (the same as `AppState::metrics`).
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(metrics) = req.app_data::<web::Data<Metrics>>().cloned() else {
         return next.call(req).await;
     };
     let route = route_of(req.request());
@@ -56,7 +57,7 @@ pub async fn middleware(
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
     };
-    state.metrics.request(&route, method.as_str(), status.as_u16(), started.elapsed());
+    metrics.request(&route, method.as_str(), status.as_u16(), started.elapsed());
     if status.is_server_error() {
         tracing::Span::current().record("otel.status_code", "error");
     }
