@@ -234,7 +234,8 @@ fn decoded_spans(received: &[Received]) -> Vec<(String, opentelemetry_proto::ton
 fn bad_metrics_and_reporting_values_are_configuration_errors() {
     let cwd = tempfile::tempdir().expect("tmp");
     let port = free_port().to_string();
-    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case<'_>; 5] = [
         (&[("METRICS_PORT", "metrics")], &["METRICS_PORT", "not a port number"]),
         (&[("METRICS_PORT", port.as_str()), ("PORT", port.as_str())], &["METRICS_PORT", "is also PORT"]),
         (&[("SENTRY_DSN", "https://sentry.example.com/42")], &["SENTRY_DSN", "https://PUBLIC_KEY@HOST/PROJECT_ID"]),

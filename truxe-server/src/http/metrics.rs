@@ -61,7 +61,7 @@ pub async fn middleware(
     if status.is_server_error() {
         tracing::Span::current().record("otel.status_code", "error");
     }
-    Ok(result?)
+    result
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
