@@ -397,6 +397,14 @@ impl Config {
                 warnings.push(format!("{name} is set but not acted on by this version of Truxe"));
             }
         }
+        for (name, needs, set) in [
+            ("OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", config.otlp.is_some()),
+            ("SENTRY_ENVIRONMENT", "SENTRY_DSN", config.sentry_dsn.is_some()),
+        ] {
+            if r.is_set(name) && !set && !r.failed(needs) {
+                warnings.push(format!("{name} is set but {needs} is not; it is ignored"));
+            }
+        }
         if config.datadog_api_key.is_some() {
             warnings.push(datadog_explanation(config.otlp.is_some(), config.metrics_port.unwrap_or(config.port)));
         }

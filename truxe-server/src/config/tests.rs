@@ -527,7 +527,14 @@ fn sentry_dsn_is_checked() {
     assert_eq!(c.sentry_dsn.as_ref().map(|d| d.secret().as_str()), Some("https://0123abcd@o1.ingest.sentry.io/42"));
     assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
     assert_eq!(c.sentry_environment, None);
-    assert_eq!(ok(&[("SENTRY_ENVIRONMENT", "staging")]).sentry_environment.as_deref(), Some("staging"));
+    let c = ok(&[("SENTRY_ENVIRONMENT", "staging"), ("SENTRY_DSN", "https://k@sentry.example.com/7")]);
+    assert_eq!(c.sentry_environment.as_deref(), Some("staging"));
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    let c = ok(&[("SENTRY_ENVIRONMENT", "staging")]);
+    assert_eq!(c.warnings, ["SENTRY_ENVIRONMENT is set but SENTRY_DSN is not; it is ignored"]);
+    // The guide's placeholder DSN: the environment is ignored with it, and says so.
+    let c = ok(&[("SENTRY_ENVIRONMENT", "staging"), ("SENTRY_DSN", "https://your-sentry-dsn")]);
+    assert_eq!(c.warnings.len(), 2, "{:#?}", c.warnings);
     for bad in
         ["sentry.example.com", "https://sentry.example.com/1", "https://key@sentry.example.com/", "ftp://key@h/1"]
     {
@@ -563,7 +570,9 @@ fn metrics_port_is_a_port_other_than_port() {
 #[test]
 fn otlp_endpoint_is_an_http_base_url() {
     assert_eq!(ok(&[]).otlp, None);
-    assert_eq!(ok(&[("OTEL_SERVICE_NAME", "auth")]).otlp, None, "a name alone exports nothing");
+    let c = ok(&[("OTEL_SERVICE_NAME", "auth")]);
+    assert_eq!(c.otlp, None, "a name alone exports nothing");
+    assert_eq!(c.warnings, ["OTEL_SERVICE_NAME is set but OTEL_EXPORTER_OTLP_ENDPOINT is not; it is ignored"]);
     let c = ok(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://datadog-agent:4318/")]);
     assert_eq!(
         c.otlp,
