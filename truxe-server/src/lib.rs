@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod keyring;
 pub mod keys;
 pub mod mail;
+pub mod metrics;
 pub mod mfa;
 pub mod model;
 pub mod oauth;

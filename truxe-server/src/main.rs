@@ -26,7 +26,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init(&config.log_level, config.is_production());
+    // Kept to the end of `main`: dropping it sends the queued error reports and spans.
+    let _telemetry = telemetry::init(&config);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

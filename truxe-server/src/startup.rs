@@ -45,6 +45,8 @@ pub enum StartupError {
     Mail(#[from] crate::mail::MailError),
     #[error("{0}")]
     Keys(#[from] crate::keyring::KeyRingError),
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 impl StartupError {
@@ -64,6 +66,9 @@ impl StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The listener of `METRICS_PORT`, when set: its port and its handle (it runs on a task of
+    /// its own from the start).
+    metrics_server: Option<(u16, ServerHandle)>,
     state: web::Data<AppState>,
     /// SQLite only: tells `truxectl backup restore` that a server runs on the database.
     _instance_lock: Option<store::instances::SqliteInstanceLock>,
@@ -71,10 +76,15 @@ pub struct Application {
 
 /// Binds `0.0.0.0:PORT`, naming the port in the error when it is taken.
 pub fn bind(port: u16) -> Result<TcpListener, StartupError> {
+    bind_named("PORT", port)
+}
+
+/// Binds `0.0.0.0:{port}` for the variable `name`.
+fn bind_named(name: &str, port: u16) -> Result<TcpListener, StartupError> {
     let address = format!("0.0.0.0:{port}");
     TcpListener::bind(&address).map_err(|source| {
         let address = if source.kind() == std::io::ErrorKind::AddrInUse {
-            format!("{address} (PORT {port} is already in use by another process)")
+            format!("{address} ({name} {port} is already in use by another process)")
         } else {
             address
         };
@@ -203,6 +213,7 @@ impl Application {
         }
 
         let audit = Arc::new(crate::audit::AuditLog::start(pool.clone()));
+        let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let state = web::Data::new(AppState {
             rules: Arc::new(crate::service::policy::Rules::from_config(&config)),
             config: config.clone(),
@@ -220,6 +231,7 @@ impl Application {
             audit,
             clients,
             readiness: Default::default(),
+            metrics: metrics.clone(),
         });
         tokio::spawn(housekeeping(
             state.pool.clone(),
@@ -228,23 +240,35 @@ impl Application {
                 access_token_ttl: state.rules.access_token_ttl,
             },
             config.audit_retention,
+            metrics,
         ));
         tokio::spawn(crate::keyring::follow(keys.clone(), state.pool.clone()));
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { address: "listener".into(), source })?.port();
         let app_state = state.clone();
+        let app_metrics = web::Data::from(state.metrics.clone());
         let limits = config.http.clone();
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let metrics_on_port = config.metrics_port.is_none();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                // The last `.wrap` is outermost: request id → security headers → head limits →
-                // CORS (so that a 429 reaches the script that caused it) → rate limit → routes.
+                .app_data(app_metrics.clone())
+                // The last `.wrap` is outermost: request id → metrics → security headers → head
+                // limits → CORS (so that a 429 reaches the script that caused it) → rate limit →
+                // routes.
                 .wrap(middleware::from_fn(http::rate_limit::middleware))
                 .wrap(middleware::from_fn(http::cors::middleware))
                 .wrap(middleware::from_fn(http::request_limits::middleware))
                 .wrap(http::security_headers::middleware(&app_state.config))
+                .wrap(middleware::from_fn(http::metrics::middleware))
                 .wrap(middleware::from_fn(http::request_id::middleware))
+                .configure(|cfg| {
+                    // With METRICS_PORT, only there: the public port does not show them.
+                    if metrics_on_port {
+                        http::metrics::routes(cfg);
+                    }
+                })
                 .configure(http::routes)
         })
         .workers(workers)
@@ -261,10 +285,23 @@ impl Application {
         .map_err(|source| StartupError::Bind { address: format!("port {port}"), source })?
         .run();
 
+        let metrics_server = match config.metrics_port {
+            Some(metrics_port) => Some(metrics_listener(bind_named("METRICS_PORT", metrics_port)?, &state)?),
+            None => None,
+        };
+
         let signing_kid =
             keys.snapshot().signer(store::unix_now()).map(|(entry, _)| entry.kid.clone()).unwrap_or_default();
         tracing::info!(port, issuer = %config.issuer, kid = %signing_kid, backend = backend.as_str(), "truxe-server listening");
-        Ok(Self { port, server, state, _instance_lock: instance_lock })
+        if let Some((metrics_port, _)) = &metrics_server {
+            tracing::info!(port = metrics_port, "metrics on their own port (METRICS_PORT): /metrics");
+        }
+        Ok(Self { port, server, metrics_server, state, _instance_lock: instance_lock })
+    }
+
+    /// The port of the `METRICS_PORT` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     pub fn port(&self) -> u16 {
@@ -303,6 +340,9 @@ impl Application {
     /// audit events (waiting at most `audit::SHUTDOWN_WAIT`).
     pub async fn run(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if let Some((_, metrics)) = &self.metrics_server {
+            metrics.stop(true).await;
+        }
         // Sign-in links asked for just before the stop still go out.
         if tokio::time::timeout(MAIL_SHUTDOWN_WAIT, self.state.mailer.flush()).await.is_err() {
             let jobs = self.state.mailer.jobs();
@@ -329,6 +369,38 @@ async fn warn_about_other_instances(pool: &store::Pool) {
     }
 }
 
+/// `/metrics` alone on `listener` (`METRICS_PORT`): one worker, no other route, no rate limit;
+/// started here, stopped by [`Application::run`] after the main server.
+fn metrics_listener(listener: TcpListener, state: &web::Data<AppState>) -> Result<(u16, ServerHandle), StartupError> {
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { address: "METRICS_PORT listener".into(), source })?
+        .port();
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(http::security_headers::middleware(&app_state.config))
+            .configure(http::metrics::routes)
+            .default_service(web::to(|| async {
+                actix_web::HttpResponse::NotFound().json(serde_json::json!({ "error": "not_found" }))
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)
+    .map_err(|source| StartupError::Bind { address: format!("METRICS_PORT {port}"), source })?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "the METRICS_PORT listener stopped");
+        }
+    });
+    Ok((port, handle))
+}
+
 /// Hourly: [`store::housekeeping::purge`] (magic links, authorization codes and revoked access
 /// tokens a day after they expired, sessions 30 days after they ended, grants with their refresh
 /// tokens a day after their family ended), and the audit log's retention
@@ -337,13 +409,14 @@ async fn housekeeping(
     pool: store::Pool,
     retention: store::housekeeping::Retention,
     audit_retention: Option<std::time::Duration>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(3_600));
     loop {
         interval.tick().await;
         let now = store::unix_now();
-        if let Some(retention) = audit_retention {
-            let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+        if let Some(keep) = audit_retention {
+            let cutoff = now.saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
             match store::run(&pool, move |conn| store::audit::prune(conn, cutoff, now)).await {
                 Ok(pruned) if pruned.deleted == 0 => {}
                 Ok(pruned) => tracing::info!(
@@ -356,14 +429,17 @@ async fn housekeeping(
         }
         match store::run(&pool, move |conn| store::housekeeping::purge(conn, now, &retention)).await {
             Ok(purged) if purged.is_empty() => {}
-            Ok(purged) => tracing::info!(
-                links = purged.magic_links,
-                sessions = purged.sessions,
-                codes = purged.authorization_codes,
-                access_tokens = purged.access_tokens,
-                grants = purged.grants,
-                "removed expired magic links, sessions, authorization codes, revoked access tokens and ended grants"
-            ),
+            Ok(purged) => {
+                metrics.purged(&purged);
+                tracing::info!(
+                    links = purged.magic_links,
+                    sessions = purged.sessions,
+                    codes = purged.authorization_codes,
+                    access_tokens = purged.access_tokens,
+                    grants = purged.grants,
+                    "removed expired magic links, sessions, authorization codes, revoked access tokens and ended grants"
+                )
+            }
             Err(error) => tracing::warn!(%error, "housekeeping failed; retrying in an hour"),
         }
     }

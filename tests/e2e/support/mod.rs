@@ -9,6 +9,8 @@ pub mod flow;
 pub mod oauth;
 pub mod oidc;
 pub mod process;
+pub mod prometheus;
+pub mod receiver;
 pub mod redis;
 pub mod smtp;
 

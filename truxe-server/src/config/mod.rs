@@ -28,8 +28,9 @@ use crate::secret::Secret;
 use source::Reader;
 
 /// Variables that are read and checked but not yet acted on by the server. Each one that is
-/// set is reported at start; a name leaves this list when its feature lands.
-pub const NOT_ACTED_ON: &[&str] = &["SENTRY_DSN", "DATADOG_API_KEY"];
+/// set is reported at start; a name leaves this list when its feature lands. Empty: every
+/// variable of the guide is acted on or, like `BCRYPT_ROUNDS` and `DATADOG_API_KEY`, explained.
+pub const NOT_ACTED_ON: &[&str] = &[];
 
 /// Per-endpoint limits from the guide: (endpoint, requests per minute, burst).
 pub const DEFAULT_RATE_LIMIT_ENDPOINTS: [(&str, u32, u32); 5] =
@@ -77,8 +78,17 @@ pub struct Config {
     pub trust_proxy: Vec<ipnet::IpNet>,
     /// One of trace, debug, info, warn, error.
     pub log_level: String,
+    /// `SENTRY_DSN`, checked to be a DSN; `None` also when it is the guide's placeholder.
     pub sentry_dsn: Option<Secret<String>>,
+    /// `SENTRY_ENVIRONMENT`: the environment events are filed under (default: the mode).
+    pub sentry_environment: Option<String>,
+    /// `DATADOG_API_KEY`: not used by Truxe (the Datadog Agent holds the key); start-up explains
+    /// what a Datadog user sets instead.
     pub datadog_api_key: Option<Secret<String>>,
+    /// `METRICS_PORT`: `/metrics` on a listener of its own (and not on `PORT`).
+    pub metrics_port: Option<u16>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where traces go over OTLP/HTTP.
+    pub otlp: Option<OtlpConfig>,
     pub mfa: MfaConfig,
     pub sign_in: SignInConfig,
     pub admin_token: Option<Secret<String>>,
@@ -89,6 +99,16 @@ pub struct Config {
     pub audit_retention: Option<Duration>,
     /// Human-readable warnings to log at start; never hold a secret value.
     pub warnings: Vec<String>,
+}
+
+/// Traces over OTLP/HTTP (protobuf), e.g. to the Datadog Agent's OTLP receiver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` appended, as the OTLP specification says
+    /// for the signal-independent variable.
+    pub traces_endpoint: String,
+    /// `OTEL_SERVICE_NAME` (default `truxe`).
+    pub service_name: String,
 }
 
 #[derive(Clone, Debug)]
@@ -348,8 +368,11 @@ impl Config {
         let rate_limit = read_rate_limit(&mut r, &mut warnings);
         let trust_proxy = read_trust_proxy(&mut r);
         let log_level = r.parse("LOG_LEVEL", "info".to_string(), parse_log_level);
-        let sentry_dsn = r.raw("SENTRY_DSN").map(Secret::new);
+        let sentry_dsn = read_sentry_dsn(&mut r, &mut warnings);
+        let sentry_environment = r.string("SENTRY_ENVIRONMENT");
         let datadog_api_key = r.raw("DATADOG_API_KEY").map(Secret::new);
+        let metrics_port = read_metrics_port(&mut r, port);
+        let otlp = read_otlp(&mut r);
         let mfa = MfaConfig {
             enabled: r.bool("MFA_ENABLED", false),
             issuer: r.string("MFA_ISSUER").unwrap_or_else(|| "Truxe".to_string()),
@@ -380,7 +403,10 @@ impl Config {
             trust_proxy,
             log_level,
             sentry_dsn,
+            sentry_environment,
             datadog_api_key,
+            metrics_port,
+            otlp,
             mfa,
             sign_in,
             admin_token,
@@ -399,6 +425,17 @@ impl Config {
             if r.is_set(name) {
                 warnings.push(format!("{name} is set but not acted on by this version of Truxe"));
             }
+        }
+        for (name, needs, set) in [
+            ("OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", config.otlp.is_some()),
+            ("SENTRY_ENVIRONMENT", "SENTRY_DSN", config.sentry_dsn.is_some()),
+        ] {
+            if r.is_set(name) && !set && !r.failed(needs) {
+                warnings.push(format!("{name} is set but {needs} is not; it is ignored"));
+            }
+        }
+        if config.datadog_api_key.is_some() {
+            warnings.push(datadog_explanation(config.otlp.is_some(), config.metrics_port.unwrap_or(config.port)));
         }
         if r.is_set("BCRYPT_ROUNDS") {
             warnings.push(
@@ -996,6 +1033,89 @@ fn parse_endpoint_limit(item: &str) -> Result<(String, u32, u32), String> {
             "{item:?}: the limits must be whole numbers above zero (to turn limiting off use RATE_LIMIT_ENABLED=false)"
         )),
     }
+}
+
+/// `SENTRY_DSN`: a DSN (`https://PUBLIC_KEY@HOST/PROJECT_ID`), checked here because the sentry
+/// client panics on an invalid one. The deployment guide's placeholder (`https://your-sentry-dsn`)
+/// is not an error, so that the guide's file starts unchanged; it is reported, and nothing is sent.
+fn read_sentry_dsn(r: &mut Reader<'_>, warnings: &mut Vec<String>) -> Option<Secret<String>> {
+    let value = r.raw("SENTRY_DSN")?;
+    let value = value.trim();
+    match value.parse::<sentry::types::Dsn>() {
+        Ok(_) => Some(Secret::new(value.to_string())),
+        Err(_) if is_placeholder_dsn(value) => {
+            warnings.push(
+                "SENTRY_DSN is the deployment guide's placeholder, not a DSN: no errors are sent to Sentry. Set it to \
+                 your project's DSN (https://PUBLIC_KEY@o0.ingest.sentry.io/PROJECT_ID, under Project Settings → \
+                 Client Keys) or remove it"
+                    .to_string(),
+            );
+            None
+        }
+        Err(error) => {
+            // The value holds the project's key: never quoted.
+            r.error(
+                "SENTRY_DSN",
+                format_args!("not a Sentry DSN ({error}); expected https://PUBLIC_KEY@HOST/PROJECT_ID"),
+            );
+            None
+        }
+    }
+}
+
+/// A DSN-shaped placeholder from an example file: `https://your-sentry-dsn`, `<dsn>`, `changeme`.
+fn is_placeholder_dsn(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    lower.contains("your-") || lower.contains("your_") || lower.contains(['<', '>']) || lower.contains("changeme")
+}
+
+/// `METRICS_PORT`: a port other than `PORT`.
+fn read_metrics_port(r: &mut Reader<'_>, port: u16) -> Option<u16> {
+    let metrics_port = r.parse_opt("METRICS_PORT", source::parse_port)?;
+    if metrics_port == port {
+        r.error(
+            "METRICS_PORT",
+            format_args!(
+                "{metrics_port} is also PORT; choose another port, or unset METRICS_PORT to serve /metrics on PORT"
+            ),
+        );
+        return None;
+    }
+    Some(metrics_port)
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (an http(s) base URL such as `http://localhost:4318`) and
+/// `OTEL_SERVICE_NAME`.
+fn read_otlp(r: &mut Reader<'_>) -> Option<OtlpConfig> {
+    let service_name = r.string("OTEL_SERVICE_NAME").unwrap_or_else(|| "truxe".to_string());
+    let endpoint = r.parse_opt("OTEL_EXPORTER_OTLP_ENDPOINT", |value| {
+        let url = url::Url::parse(value).map_err(|e| format!("{value:?} is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "{value:?} is not an http(s) URL (example: http://localhost:4318, the OTLP/HTTP port of a collector \
+                 or the Datadog Agent)"
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("{value:?} must not have a query or fragment"));
+        }
+        Ok(value.trim_end_matches('/').to_string())
+    })?;
+    Some(OtlpConfig { traces_endpoint: format!("{endpoint}/v1/traces"), service_name })
+}
+
+/// What `DATADOG_API_KEY` means for Truxe: nothing by itself, since the Datadog Agent holds
+/// the key and collects from Truxe; says what a Datadog user sets instead.
+fn datadog_explanation(traces: bool, metrics_port: u16) -> String {
+    let traces = if traces {
+        "traces go over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT (the Agent's OTLP receiver)"
+    } else {
+        "for traces, set OTEL_EXPORTER_OTLP_ENDPOINT to the Agent's OTLP receiver (http://AGENT:4318)"
+    };
+    format!(
+        "DATADOG_API_KEY is not used by Truxe: the Datadog Agent holds the key and collects from Truxe. \
+         Point the Agent's OpenMetrics check at http://THIS_HOST:{metrics_port}/metrics; {traces}"
+    )
 }
 
 fn parse_log_level(value: &str) -> Result<String, String> {

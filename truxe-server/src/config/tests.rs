@@ -497,28 +497,96 @@ fn weak_secret_detection() {
 }
 
 #[test]
-fn not_acted_on_variables_are_reported() {
+fn every_variable_of_the_guide_is_acted_on_or_explained() {
+    assert!(NOT_ACTED_ON.is_empty(), "{NOT_ACTED_ON:?}");
+    // The guide's own monitoring lines: a placeholder DSN and a Datadog key.
+    let c = ok(&[("SENTRY_DSN", "https://your-sentry-dsn"), ("DATADOG_API_KEY", "your-datadog-key")]);
+    assert!(c.sentry_dsn.is_none(), "a placeholder sends nothing");
+    assert_eq!(c.warnings.len(), 2, "{:#?}", c.warnings);
+    assert!(c.warnings.iter().all(|w| !w.contains("not acted on")), "{:#?}", c.warnings);
+    assert!(c.warnings[0].starts_with("SENTRY_DSN is the deployment guide's placeholder"), "{:#?}", c.warnings);
+    let datadog = &c.warnings[1];
+    assert!(datadog.starts_with("DATADOG_API_KEY is not used by Truxe: the Datadog Agent holds the key"), "{datadog}");
+    assert!(datadog.contains("OpenMetrics check at http://THIS_HOST:3001/metrics"), "{datadog}");
+    assert!(datadog.contains("set OTEL_EXPORTER_OTLP_ENDPOINT"), "{datadog}");
+    assert!(!datadog.contains("your-datadog-key"), "the key is never quoted: {datadog}");
+    // With traces and a metrics port, it says what is in place.
     let c = ok(&[
-        ("SENTRY_DSN", "https://key@sentry.example.com/1"),
         ("DATADOG_API_KEY", "dd-key"),
-        ("PORT", "3001"),
-        ("SMTP_PORT", "587"),
-        ("MFA_ISSUER", "Your App Name"),
-        ("SESSION_MAX_AGE", "3600000"),
+        ("METRICS_PORT", "9464"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
     ]);
-    let mut expected: Vec<String> = ["SENTRY_DSN", "DATADOG_API_KEY"]
-        .iter()
-        .map(|n| format!("{n} is set but not acted on by this version of Truxe"))
-        .collect();
-    expected.sort();
-    let mut got = c.warnings.clone();
-    got.sort();
-    assert_eq!(got, expected);
-    // Acted on since sign-in landed (issue 4).
-    for name in
-        ["SESSION_SECRET", "SESSION_MAX_AGE", "SMTP_HOST", "EMAIL_FROM", "MFA_ENABLED", "MFA_ISSUER", "ALLOWED_ORIGINS"]
+    assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+    assert!(c.warnings[0].contains("http://THIS_HOST:9464/metrics"), "{:#?}", c.warnings);
+    assert!(c.warnings[0].contains("traces go over OTLP"), "{:#?}", c.warnings);
+}
+
+#[test]
+fn sentry_dsn_is_checked() {
+    let c = ok(&[("SENTRY_DSN", " https://0123abcd@o1.ingest.sentry.io/42 ")]);
+    assert_eq!(c.sentry_dsn.as_ref().map(|d| d.secret().as_str()), Some("https://0123abcd@o1.ingest.sentry.io/42"));
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    assert_eq!(c.sentry_environment, None);
+    let c = ok(&[("SENTRY_ENVIRONMENT", "staging"), ("SENTRY_DSN", "https://k@sentry.example.com/7")]);
+    assert_eq!(c.sentry_environment.as_deref(), Some("staging"));
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    let c = ok(&[("SENTRY_ENVIRONMENT", "staging")]);
+    assert_eq!(c.warnings, ["SENTRY_ENVIRONMENT is set but SENTRY_DSN is not; it is ignored"]);
+    // The guide's placeholder DSN: the environment is ignored with it, and says so.
+    let c = ok(&[("SENTRY_ENVIRONMENT", "staging"), ("SENTRY_DSN", "https://your-sentry-dsn")]);
+    assert_eq!(c.warnings.len(), 2, "{:#?}", c.warnings);
+    for bad in
+        ["sentry.example.com", "https://sentry.example.com/1", "https://key@sentry.example.com/", "ftp://key@h/1"]
     {
-        assert!(!NOT_ACTED_ON.contains(&name), "{name}");
+        let message = assert_one_error_naming(&[("SENTRY_DSN", bad)], "SENTRY_DSN");
+        assert!(message.contains("https://PUBLIC_KEY@HOST/PROJECT_ID"), "{message}");
+    }
+    // The key inside a DSN is not repeated in the message.
+    let message = assert_one_error_naming(&[("SENTRY_DSN", "https://s3cr3tkey@sentry.example.com/")], "SENTRY_DSN");
+    assert!(!message.contains("s3cr3tkey"), "{message}");
+    // Production accepts the guide's placeholder too: the guide's file must start unchanged.
+    let key = test_key().private_pem();
+    let mut vars = production_vars(key.secret());
+    vars.push(("SENTRY_DSN", "https://your-sentry-dsn".into()));
+    let c = ok(&as_refs(&vars));
+    assert!(c.sentry_dsn.is_none());
+}
+
+#[test]
+fn metrics_port_is_a_port_other_than_port() {
+    assert_eq!(ok(&[]).metrics_port, None);
+    assert_eq!(ok(&[("METRICS_PORT", "9464")]).metrics_port, Some(9464));
+    for bad in ["0", "70000", "metrics", "-1"] {
+        let message = assert_one_error_naming(&[("METRICS_PORT", bad)], "METRICS_PORT");
+        assert!(message.contains("port number"), "{message}");
+    }
+    let message = assert_one_error_naming(&[("METRICS_PORT", "3001")], "METRICS_PORT");
+    assert!(message.contains("is also PORT"), "{message}");
+    let message = assert_one_error_naming(&[("PORT", "8080"), ("METRICS_PORT", "8080")], "METRICS_PORT");
+    assert!(message.contains("is also PORT"), "{message}");
+    assert_eq!(ok(&[("PORT", "8080"), ("METRICS_PORT", "3001")]).metrics_port, Some(3001));
+}
+
+#[test]
+fn otlp_endpoint_is_an_http_base_url() {
+    assert_eq!(ok(&[]).otlp, None);
+    let c = ok(&[("OTEL_SERVICE_NAME", "auth")]);
+    assert_eq!(c.otlp, None, "a name alone exports nothing");
+    assert_eq!(c.warnings, ["OTEL_SERVICE_NAME is set but OTEL_EXPORTER_OTLP_ENDPOINT is not; it is ignored"]);
+    let c = ok(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://datadog-agent:4318/")]);
+    assert_eq!(
+        c.otlp,
+        Some(OtlpConfig {
+            traces_endpoint: "http://datadog-agent:4318/v1/traces".into(),
+            service_name: "truxe".into()
+        })
+    );
+    let c = ok(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com/otlp"), ("OTEL_SERVICE_NAME", "auth-eu")]);
+    let otlp = c.otlp.expect("otlp");
+    assert_eq!(otlp.traces_endpoint, "https://otel.example.com/otlp/v1/traces");
+    assert_eq!(otlp.service_name, "auth-eu");
+    for bad in ["localhost:4318", "grpc://collector:4317", "http://", "http://collector:4318/?x=1", "not a url"] {
+        assert_one_error_naming(&[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)], "OTEL_EXPORTER_OTLP_ENDPOINT");
     }
 }
 

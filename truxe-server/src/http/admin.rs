@@ -66,17 +66,23 @@ async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req.app_data::<web::Data<AppState>>().map(|state| state.admin_token.secret().clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let expected = state.as_ref().map(|state| state.admin_token.secret().clone());
     let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
     let (challenge, error, description) = match (expected, presented) {
         (Some(expected), Some(presented)) if tokens_match(presented, &expected) => {
             return Ok(next.call(req).await?.map_into_left_body());
         }
-        (_, Some(_)) => (
-            format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
-            "invalid_token",
-            "the admin token is not valid",
-        ),
+        (_, Some(_)) => {
+            if let Some(state) = &state {
+                state.metrics.authentication_failed(crate::metrics::AuthFailure::AdminToken);
+            }
+            (
+                format!(r#"Bearer realm="{REALM}", error="invalid_token""#),
+                "invalid_token",
+                "the admin token is not valid",
+            )
+        }
         (_, None) => (
             format!(r#"Bearer realm="{REALM}""#),
             "unauthorized",

@@ -4,15 +4,14 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::error::oauth_error_response;
-use super::token::{Call, audit_refusal, client_credentials, no_store_json, read_form};
+use super::token::{Call, audit_refusal, client_credentials, no_store_json, read_form, refused};
 use crate::oauth::OAuthError;
 use crate::service::token::{self, Introspection, introspect as service};
 
 pub async fn introspect(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     match handle(&req, &state, payload).await {
         Ok(introspection) => no_store_json(&introspection),
-        Err(error) => oauth_error_response(&error),
+        Err(error) => refused(&state, &error),
     }
 }
 

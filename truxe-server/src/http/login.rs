@@ -12,6 +12,7 @@ use super::end_session;
 use super::pages::{self, error_page, error_page_with_link, render_with_cookies, see_other_with_cookies};
 use super::session::{self, BrowserState, safe_return_to};
 use crate::mail::human_duration;
+use crate::metrics::AuthFailure;
 use crate::model::request::RequestMeta;
 use crate::model::user::{Email, MAX_EMAIL_LEN};
 use crate::service::consents::{self as consent_service, ConsentView};
@@ -427,7 +428,10 @@ async fn magic_submit(req: HttpRequest, state: web::Data<AppState>, payload: web
     }
     let (user, return_to) = match redeemed {
         Redeemed::SignIn { user, return_to } => (user, return_to),
-        Redeemed::InvalidLink => return invalid_link(),
+        Redeemed::InvalidLink => {
+            state.metrics.authentication_failed(AuthFailure::MagicLink);
+            return invalid_link();
+        }
         Redeemed::Disabled => {
             return error_page(
                 StatusCode::FORBIDDEN,
@@ -558,20 +562,26 @@ async fn mfa_submit(req: HttpRequest, state: web::Data<AppState>, payload: web::
             return_to.as_deref(),
             Some(&locked_message(until, now)),
         ),
-        Ok(Err(MfaServiceError::InvalidCode)) => mfa_form(
-            &req,
-            &state,
-            StatusCode::BAD_REQUEST,
-            return_to.as_deref(),
-            Some("That code is not valid. Enter the current code from your authenticator app."),
-        ),
-        Ok(Err(MfaServiceError::CodeReused)) => mfa_form(
-            &req,
-            &state,
-            StatusCode::BAD_REQUEST,
-            return_to.as_deref(),
-            Some("That code was already used. Wait for the next one."),
-        ),
+        Ok(Err(MfaServiceError::InvalidCode)) => {
+            state.metrics.authentication_failed(AuthFailure::Mfa);
+            mfa_form(
+                &req,
+                &state,
+                StatusCode::BAD_REQUEST,
+                return_to.as_deref(),
+                Some("That code is not valid. Enter the current code from your authenticator app."),
+            )
+        }
+        Ok(Err(MfaServiceError::CodeReused)) => {
+            state.metrics.authentication_failed(AuthFailure::Mfa);
+            mfa_form(
+                &req,
+                &state,
+                StatusCode::BAD_REQUEST,
+                return_to.as_deref(),
+                Some("That code was already used. Wait for the next one."),
+            )
+        }
         Ok(Err(MfaServiceError::NotEnrolled | MfaServiceError::NotFound(_))) => {
             // Reset or deleted meanwhile: start again from the magic link.
             let removal = session::end_current(&req, &state).await;

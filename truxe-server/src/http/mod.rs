@@ -14,6 +14,7 @@ pub mod health;
 mod introspect;
 mod jwks;
 mod login;
+pub mod metrics;
 pub mod pages;
 pub mod rate_limit;
 pub mod request_id;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub limiter: Arc<crate::ratelimit::Limiter>,
     /// The last `/health/ready` answer, reused for [`health::READINESS_TTL`].
     pub readiness: health::ReadinessCache,
+    /// The Prometheus registry behind `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -46,6 +46,7 @@ pub async fn middleware(
     let decision = state.limiter.check(&checks).await;
     if !decision.allowed() {
         log_refusal(&state, &decision, &super::request_meta::of(req.request()), req.path(), None).await;
+        state.metrics.rate_limited(&super::metrics::route_of(req.request()));
         let response = refusal(&state.limiter, &decision, route.kind);
         return Ok(req.into_response(response).map_into_right_body());
     }

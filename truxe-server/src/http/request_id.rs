@@ -12,6 +12,10 @@ use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
+/// The target of the per-request log line ("request", "request failed"): error reporting
+/// (`telemetry`) keeps it out of Sentry, where the failure's own error event already is.
+pub const ACCESS_LOG_TARGET: &str = module_path!();
+
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
@@ -34,7 +38,20 @@ pub async fn middleware(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // The route pattern names the span for OpenTelemetry (`telemetry`), which takes the name
+    // when the span starts; `http::metrics` counts under the same pattern and marks 5xx.
+    let route = super::metrics::RoutePattern::of(req.request());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+        http.route = %route.0,
+        otel.name = %format_args!("{} {}", req.method(), route.0),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+    );
+    req.extensions_mut().insert(route);
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;

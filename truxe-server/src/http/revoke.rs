@@ -4,8 +4,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::error::oauth_error_response;
-use super::token::{Call, audit_refusal, client_credentials, read_form};
+use super::token::{Call, audit_refusal, client_credentials, read_form, refused};
 use crate::oauth::OAuthError;
 use crate::service::token::{self, Revocation, revoke as service};
 
@@ -13,7 +12,7 @@ pub async fn revoke(req: HttpRequest, state: web::Data<AppState>, payload: web::
     match handle(&req, &state, payload).await {
         // RFC 7009 §2.2: 200 whether or not there was anything to revoke.
         Ok(_) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).finish(),
-        Err(error) => oauth_error_response(&error),
+        Err(error) => refused(&state, &error),
     }
 }
 

@@ -17,6 +17,7 @@ use super::request_meta::RequestMeta;
 use crate::audit::AuditLog;
 use crate::client_cache::ClientCache;
 use crate::config::Config;
+use crate::model::client::GrantType;
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::{self, ClientCredentials};
 use crate::oauth::form::Form;
@@ -26,10 +27,21 @@ use crate::store::{self, AnyConnection, StoreError};
 
 pub async fn token(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     match issue(&req, &state, payload).await {
-        Ok(response) => no_store_json(&response),
-        Err(Refused::OAuth(error)) => oauth_error_response(&error),
+        Ok((grant, response)) => {
+            state.metrics.token_issued(grant);
+            no_store_json(&response)
+        }
+        Err(Refused::OAuth(error)) => refused(&state, &error),
         Err(Refused::RateLimited(response)) => response,
     }
+}
+
+/// The error answer of an endpoint of the token family, counting failed client authentications.
+pub(super) fn refused(state: &AppState, error: &OAuthError) -> HttpResponse {
+    if error.code == crate::oauth::ErrorCode::InvalidClient {
+        state.metrics.authentication_failed(crate::metrics::AuthFailure::Client);
+    }
+    oauth_error_response(error)
 }
 
 /// Why no token was issued: an OAuth error, or the client's own rate limit.
@@ -44,10 +56,15 @@ impl From<OAuthError> for Refused {
     }
 }
 
-async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<token::TokenResponse, Refused> {
+async fn issue(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<(GrantType, token::TokenResponse), Refused> {
     let form = read_form(req, payload).await?;
     let credentials = audit_refusal(req, state, client_credentials(req, &form), None, "malformed_credentials").await?;
     let request = TokenRequest::parse(&form)?;
+    let grant = request.grant_type();
     let client_id = Some(credentials.client_id());
     audit_refusal(req, state, token::precheck(&credentials), client_id, "implausible_client_id").await?;
     if let Some(refusal) = client_limit(req, state, &credentials).await {
@@ -64,6 +81,7 @@ async fn issue(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Re
         }
         request => call.run(state, move |conn, ctx| token::issue(conn, ctx, &credentials, &request)).await,
     }
+    .map(|response| (grant, response))
     .map_err(Refused::OAuth)
 }
 
@@ -83,7 +101,7 @@ async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientC
         None => {
             let (clients, pool, id) = (state.clients.clone(), state.pool.clone(), client_id.clone());
             let loaded = tokio::task::spawn_blocking(move || {
-                clients.get_or_load(&id, clock, || crate::service::clients::find(&mut *pool.get()?, &id))
+                clients.get_or_load(&id, clock, || crate::service::clients::find(&mut *store::checkout(&pool)?, &id))
             })
             .await;
             // A failure to load is the kernel's to report, with its own mapping.
@@ -98,6 +116,7 @@ async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientC
         return None;
     }
     rate_limit::log_refusal(state, &decision, &super::request_meta::of(req), req.path(), Some(&client_id)).await;
+    state.metrics.rate_limited(&super::metrics::route_of(req));
     Some(rate_limit::refusal(&state.limiter, &decision, RouteKind::OAuth))
 }
 

@@ -84,12 +84,13 @@ pub struct Route {
     pub oauth: bool,
 }
 
-/// `None` for the health checks, which load balancers poll and nothing limits. The OAuth set
+/// `None` for the health checks and `/metrics`, which load balancers and monitoring poll and
+/// nothing limits. The OAuth set
 /// is the five protocol endpoints and the sign-in form posts (`POST /login*`): every request
 /// that authenticates someone or hands out a credential. Discovery and the JWKS are public,
 /// cacheable documents: only the global limit applies to them.
 pub fn classify(method: &str, path: &str) -> Option<Route> {
-    if path == "/health" || path.starts_with("/health/") {
+    if path == "/health" || path.starts_with("/health/") || path == "/metrics" {
         return None;
     }
     let endpoint = match path {
@@ -184,6 +185,7 @@ mod tests {
     fn routes_are_classified() {
         assert_eq!(classify("GET", "/health"), None);
         assert_eq!(classify("GET", "/health/ready"), None);
+        assert_eq!(classify("GET", "/metrics"), None);
         let token = classify("POST", "/oauth-provider/token").expect("limited");
         assert_eq!(token, Route { kind: RouteKind::OAuth, endpoint: Some(Endpoint::Token), oauth: true });
         let authorize = classify("GET", "/oauth-provider/authorize").expect("limited");

@@ -391,11 +391,34 @@ where
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let mut conn = pool.get()?;
+        let mut conn = checkout(&pool)?;
         work(&mut conn)
     })
     .await
     .map_err(|_| StoreError::Cancelled)?
+}
+
+/// Checkouts waiting for a free connection right now (`truxe_db_pool_waiting`). One count per
+/// process: a server has one pool.
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A connection from `pool` (blocking until one is free, at most `DATABASE_CONNECTION_TIMEOUT`),
+/// counted in [`waiting_for_connection`] while it waits.
+pub fn checkout(pool: &Pool) -> Result<PooledConnection, r2d2::PoolError> {
+    use std::sync::atomic::Ordering;
+    // Without waiting when a connection is idle: the common case costs no counting.
+    if let Some(conn) = pool.try_get() {
+        return Ok(conn);
+    }
+    WAITING.fetch_add(1, Ordering::Relaxed);
+    let conn = pool.get();
+    WAITING.fetch_sub(1, Ordering::Relaxed);
+    conn
+}
+
+/// How many [`checkout`]s wait for a connection right now.
+pub fn waiting_for_connection() -> usize {
+    WAITING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Seconds since the Unix epoch: the one representation of instants in the schema.

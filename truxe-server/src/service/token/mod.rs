@@ -92,6 +92,14 @@ pub enum TokenRequest {
 }
 
 impl TokenRequest {
+    pub fn grant_type(&self) -> GrantType {
+        match self {
+            TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
+            TokenRequest::AuthorizationCode(_) => GrantType::AuthorizationCode,
+            TokenRequest::RefreshToken(_) => GrantType::RefreshToken,
+        }
+    }
+
     pub fn parse(form: &Form) -> Result<Self, OAuthError> {
         let grant_type = form.require("grant_type")?;
         match GrantType::parse(grant_type) {
@@ -169,7 +177,7 @@ pub fn load_client(
 ) -> Result<Option<Arc<Client>>, StoreError> {
     ctx.clients.get_or_load(client_id, ctx.clock, || match conn {
         Some(conn) => clients::find(conn, client_id),
-        None => clients::find(&mut *ctx.pool.get()?, client_id),
+        None => clients::find(&mut *crate::store::checkout(ctx.pool)?, client_id),
     })
 }
 
