@@ -101,6 +101,9 @@ async fn sigterm_writes_the_queued_audit_events() {
     let count = |conn: &mut diesel::SqliteConnection| -> i64 {
         a::table.filter(a::action.eq("token.issued")).count().get_result(conn).expect("count")
     };
+    // The warm-up token's entry may be being written right now: wait for that writer, as the
+    // server's own connections do.
+    lock.batch_execute("PRAGMA busy_timeout = 10000").expect("busy timeout");
     lock.batch_execute("BEGIN IMMEDIATE").expect("take the write lock");
     let before = count(&mut lock);
     for _ in 0..20 {
