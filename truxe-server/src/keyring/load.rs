@@ -83,6 +83,7 @@ pub fn bootstrap(conn: &mut AnyConnection, sources: &Sources, now: i64) -> Resul
         Some(key) => {
             if store::record(conn, key.kid(), key.algorithm().as_str(), &key.public_pem(), now)? {
                 tracing::info!(kid = key.kid(), "recorded JWT_PRIVATE_KEY as the active signing key");
+                key_added(conn, key.kid(), key.algorithm(), "env", now, "system", now)?;
             }
         }
         None => {
@@ -147,6 +148,7 @@ fn first_generated_key(
             store::all(conn)?.iter().any(|k| k.origin == Origin::Generated && !schedule::is_retired(&k.times(), now));
         if !exists {
             store::insert(conn, &new_generated(&key, &sealed, now, now))?;
+            key_added(conn, key.kid(), key.algorithm(), "generated", now, "system", now)?;
             tracing::info!(kid = key.kid(), alg = %alg, "generated the first signing key into the database");
         }
         Ok(())
@@ -162,7 +164,28 @@ fn insert_generated(
     activates_at: i64,
 ) -> Result<bool, KeyRingError> {
     let sealed = sources.sealing.seal(key.kid(), key.private_pem().secret().as_bytes())?;
-    Ok(store::insert(conn, &new_generated(key, &sealed, created_at, activates_at))?)
+    let inserted = store::insert(conn, &new_generated(key, &sealed, created_at, activates_at))?;
+    if inserted {
+        key_added(conn, key.kid(), key.algorithm(), "generated", activates_at, "system", created_at)?;
+    }
+    Ok(inserted)
+}
+
+/// The audit log's `key.added`, in the transaction that stored the key (admin changes to keys
+/// are audited like changes to clients and users).
+fn key_added(
+    conn: &mut AnyConnection,
+    kid: &str,
+    alg: Algorithm,
+    origin: &str,
+    activates_at: i64,
+    actor: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    use crate::store::audit::{AuditAction, AuditEvent, record};
+    let details =
+        serde_json::json!({ "kid": kid, "alg": alg.as_str(), "origin": origin, "activates_at": activates_at });
+    record(conn, &AuditEvent::new(AuditAction::KeyAdded, actor).subject(kid).details(details), now)
 }
 
 /// The row of a generated key; `public_pem` borrowed from the key's own string.
@@ -179,13 +202,15 @@ fn new_generated<'a>(key: &'a SigningKey, sealed: &'a str, created_at: i64, acti
 }
 
 /// A next key, published now and signing after the publish delay: `truxectl keys rotate` and the
-/// schedule. Inside the schedule lock, and only if no next key is published yet (else `None`).
+/// schedule (`actor`: who asked, for the audit log's `key.added`). Inside the schedule lock, and
+/// only if no next key is published yet (else `None`).
 pub fn publish_next(
     conn: &mut AnyConnection,
     sealing: &SealingKey,
     key: &SigningKey,
     timing: &schedule::Timing,
     now: i64,
+    actor: &str,
 ) -> Result<Option<StoredKey>, KeyRingError> {
     let sealed = sealing.seal(key.kid(), key.private_pem().secret().as_bytes())?;
     let published = store::with_schedule_lock(conn, |conn| {
@@ -194,7 +219,9 @@ pub fn publish_next(
         if times.iter().any(|k| !schedule::is_retired(k, now) && k.activates_at > now) {
             return Ok(None);
         }
-        store::insert(conn, &new_generated(key, &sealed, now, now.saturating_add(timing.publish_delay)))?;
+        let activates_at = now.saturating_add(timing.publish_delay);
+        store::insert(conn, &new_generated(key, &sealed, now, activates_at))?;
+        key_added(conn, key.kid(), key.algorithm(), "generated", activates_at, actor, now)?;
         // The keys it supersedes get their retirement date now, for `keys list` to show.
         let mut rows = store::all(conn)?;
         apply_retirements(conn, &mut rows, timing, now)?;
@@ -234,7 +261,7 @@ fn maintain(conn: &mut AnyConnection, sources: &Sources, now: i64) -> Result<Vec
     if sources.policy.schedule_runs && schedule::rotation_due(&times, timing, now) {
         // Generated outside the lock (RSA takes a while); thrown away if another instance wins.
         let key = SigningKey::generate(sources.policy.algorithm, 2048)?;
-        if let Some(next) = publish_next(conn, &sources.sealing, &key, timing, now)? {
+        if let Some(next) = publish_next(conn, &sources.sealing, &key, timing, now, "system")? {
             tracing::info!(
                 kid = %next.kid,
                 activates_at = next.activates_at,

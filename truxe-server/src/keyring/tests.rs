@@ -144,7 +144,7 @@ fn rotated() -> (AnyConnection, Sources, String, String) {
     let set = bootstrap(&mut conn, &sources, 0).expect("bootstrap");
     let old = signer_kid(&set, 0);
     let key = SigningKey::generate(Algorithm::EdDSA, 0).expect("key");
-    let next = load::publish_next(&mut conn, &sources.sealing, &key, &sources.policy.timing, 1_000)
+    let next = load::publish_next(&mut conn, &sources.sealing, &key, &sources.policy.timing, 1_000, "system")
         .expect("publish")
         .expect("published");
     assert_eq!((next.activates_at, next.created_at), (1_100, 1_000));
@@ -187,7 +187,8 @@ fn a_rotation_publishes_first_signs_later_and_retires_after_the_last_token() {
 fn a_second_rotation_while_a_next_key_waits_publishes_nothing() {
     let (mut conn, sources, _, _) = rotated();
     let key = SigningKey::generate(Algorithm::EdDSA, 0).expect("key");
-    let again = load::publish_next(&mut conn, &sources.sealing, &key, &sources.policy.timing, 1_050).expect("publish");
+    let again = load::publish_next(&mut conn, &sources.sealing, &key, &sources.policy.timing, 1_050, "system")
+        .expect("publish");
     assert!(again.is_none());
     assert_eq!(store::all(&mut conn).expect("all").len(), 2);
 }
@@ -271,7 +272,9 @@ fn the_summary_tells_doctor_whose_key_signs() {
 
     // A generated key took over: JWT_PRIVATE_KEY no longer signs, and doctor warns about it.
     let key = SigningKey::generate(Algorithm::EdDSA, 0).expect("key");
-    load::publish_next(&mut conn, &env.sealing, &key, &env.policy.timing, 1_000).expect("publish").expect("next");
+    load::publish_next(&mut conn, &env.sealing, &key, &env.policy.timing, 1_000, "system")
+        .expect("publish")
+        .expect("next");
     let notes = store::summary(&mut conn, Some(env_key().kid()), 1_050).expect("summary").notes(None);
     assert!(notes.iter().any(|(_, n)| n.contains(key.kid()) && n.contains("takes over")), "{notes:?}");
     let notes = store::summary(&mut conn, Some(env_key().kid()), 1_100).expect("summary").notes(None);

@@ -171,9 +171,10 @@ pub fn rotate(global: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
     crate::migrate::confirm(global, &question)?;
 
     let key = SigningKey::generate(setup.config.jwt.algorithm, 2048)?;
-    let next = keyring::publish_next(&mut setup.conn, &sealing, &key, &policy.timing, now)?.ok_or_else(|| {
-        anyhow::anyhow!("another rotation published a next key at the same moment; see `truxectl keys list`")
-    })?;
+    let next =
+        keyring::publish_next(&mut setup.conn, &sealing, &key, &policy.timing, now, "cli")?.ok_or_else(|| {
+            anyhow::anyhow!("another rotation published a next key at the same moment; see `truxectl keys list`")
+        })?;
     let after = store::summary(&mut setup.conn, env_kid.as_deref(), now)?;
     let superseded: Vec<&KeyInfo> =
         after.keys.iter().filter(|k| k.kid != next.kid && k.state.is_published() && k.retires_at.is_some()).collect();
