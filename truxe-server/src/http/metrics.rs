@@ -15,9 +15,6 @@ use crate::store;
 
 pub const PATH: &str = "/metrics";
 
-/// How long a scrape waits for the database to read the signing key's age.
-const KEY_AGE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The `/metrics` route, for the application on `PORT` or the one on `METRICS_PORT`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource(PATH).get(metrics));
@@ -82,29 +79,20 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// The values other parts keep, read now. The signing key's age needs the database; when it
-/// does not answer in time, the scrape goes on without it.
+/// The values other parts keep, read now; the signing key's age comes from the key ring in
+/// memory (no database query per scrape).
 async fn sample(state: &AppState) -> Sample {
     let pool = state.pool.state();
-    let kid = state.keys.snapshot().signer(store::unix_now()).map(|(entry, _)| entry.kid.clone()).unwrap_or_default();
-    let lookup = kid.clone();
-    let created = tokio::time::timeout(
-        KEY_AGE_TIMEOUT,
-        store::run(&state.pool, move |conn| store::signing_keys::created_at(conn, &lookup)),
-    )
-    .await;
-    let signing_keys = match created {
-        Ok(Ok(Some(created_at))) => {
-            let age = store::unix_now().saturating_sub(created_at).max(0);
-            vec![(kid, Duration::from_secs(u64::try_from(age).unwrap_or(0)))]
-        }
-        Ok(Ok(None)) => Vec::new(),
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "metrics: cannot read the signing key's age");
-            Vec::new()
-        }
-        Err(_) => Vec::new(),
-    };
+    let now = store::unix_now();
+    let signing_keys = state
+        .keys
+        .snapshot()
+        .signer(now)
+        .map(|(entry, _)| {
+            let age = u64::try_from(now.saturating_sub(entry.created_at)).unwrap_or(0);
+            vec![(entry.kid.clone(), Duration::from_secs(age))]
+        })
+        .unwrap_or_default();
     Sample {
         pool_connections: pool.connections,
         pool_idle: pool.idle_connections,

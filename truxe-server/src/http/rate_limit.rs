@@ -10,12 +10,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpResponse, web};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
 use super::client_ip::{self, ClientIp};
-use super::request_meta::RequestMeta;
 use crate::ratelimit::{Check, Decision, Limiter, RouteKind, headers};
 use crate::store::audit::{AuditAction, AuditEvent};
 
@@ -45,8 +44,7 @@ pub async fn middleware(
         .collect();
     let decision = state.limiter.check(&checks).await;
     if !decision.allowed() {
-        log_refusal(&state, &decision, &super::request_meta::of(req.request()), req.path(), None).await;
-        state.metrics.rate_limited(&super::metrics::route_of(req.request()));
+        log_refusal(&state, &decision, req.request(), None).await;
         let response = refusal(&state.limiter, &decision, route.kind);
         return Ok(req.into_response(response).map_into_right_body());
     }
@@ -57,14 +55,12 @@ pub async fn middleware(
 
 /// SPEC's warning line: the IP, the path and `rateLimitExceeded`; and the `rate_limit.exceeded`
 /// audit entry, coalesced per IP, policies and client (a flood costs one entry a minute, with
-/// the count of refusals it stands for).
-pub async fn log_refusal(
-    state: &AppState,
-    decision: &Decision,
-    meta: &RequestMeta,
-    path: &str,
-    client_id: Option<&str>,
-) {
+/// the count of refusals it stands for); and `truxe_rate_limited_total{route}`. Every refusal, of the
+/// middleware or of the token endpoint's per-client limit, is reported here, once.
+pub async fn log_refusal(state: &AppState, decision: &Decision, req: &HttpRequest, client_id: Option<&str>) {
+    let meta = super::request_meta::of(req);
+    let path = req.path();
+    state.metrics.rate_limited(&super::metrics::route_of(req));
     let policies = decision.refused_by(state.limiter.policies()).join(",");
     let ip = meta.ip.as_deref().unwrap_or("-");
     match client_id {
@@ -72,7 +68,7 @@ pub async fn log_refusal(
         None => tracing::warn!(%ip, path, policies, "rateLimitExceeded"),
     }
     let mut event = AuditEvent::new(AuditAction::RateLimitExceeded, "anonymous")
-        .from_request(meta)
+        .from_request(&meta)
         .failed()
         .details(json!({ "path": path, "policies": policies, "retry_after": decision.retry_after_secs() }));
     if let Some(client_id) = client_id {

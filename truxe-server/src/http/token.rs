@@ -115,8 +115,7 @@ async fn client_limit(req: &HttpRequest, state: &AppState, credentials: &ClientC
     if decision.allowed() {
         return None;
     }
-    rate_limit::log_refusal(state, &decision, &super::request_meta::of(req), req.path(), Some(&client_id)).await;
-    state.metrics.rate_limited(&super::metrics::route_of(req));
+    rate_limit::log_refusal(state, &decision, req, Some(&client_id)).await;
     Some(rate_limit::refusal(&state.limiter, &decision, RouteKind::OAuth))
 }
 

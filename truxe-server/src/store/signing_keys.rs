@@ -400,12 +400,3 @@ impl Summary {
 pub fn summary(conn: &mut AnyConnection, env_kid: Option<&str>, now: i64) -> Result<Summary, StoreError> {
     Ok(Summary::of(&all(conn)?, env_kid, now))
 }
-
-/// When `kid` was first recorded (Unix seconds), if it was.
-pub fn created_at(conn: &mut AnyConnection, kid: &str) -> Result<Option<i64>, StoreError> {
-    Ok(signing_keys::table
-        .filter(signing_keys::kid.eq(kid))
-        .select(signing_keys::created_at)
-        .first::<i64>(conn)
-        .optional()?)
-}
